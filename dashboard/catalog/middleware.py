@@ -1,0 +1,29 @@
+"""An htmx request whose session has expired gets a whole-page redirect to the login page.
+
+Without this, LoginRequiredMiddleware's 302 would be followed by htmx and the login form swapped into
+whatever fragment asked, which is nonsense to the person looking at the page.
+"""
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+from django_htmx.http import HttpResponseClientRedirect
+
+
+class HtmxLoginRedirectMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        # Runs before LoginRequiredMiddleware.process_view (middleware order), so it sees the request first.
+        if not getattr(request, "htmx", False) or request.user.is_authenticated:
+            return None
+        if not getattr(view_func, "login_required", True):
+            return None
+        from django.contrib.auth.views import redirect_to_login
+
+        login = redirect_to_login(request.htmx.current_url_abs_path or request.get_full_path())
+        return HttpResponseClientRedirect(login["Location"])

@@ -1,0 +1,336 @@
+"""The dashboard's memory: the catalog, what Vionlabs last said about each task, and who did what.
+
+Models hold fields, constraints and small derived properties. Reads live in querysets.py; anything that
+calls Vionlabs or changes state lives in services.py.
+"""
+
+import datetime as dt
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from dashboard.vionlabs import FINAL_STATUSES, IN_FLIGHT_STATUSES, Priority, Product, Status
+
+from .querysets import CatalogItemQuerySet, OperationQuerySet, ProductTaskQuerySet, TaskEventQuerySet
+
+
+def validate_inventory_id(value: str) -> None:
+    """An inventory id is stored exactly as given (any printable character, `/` and spaces included), but a
+    control character is almost always a broken export, and is refused."""
+    if not value.strip():
+        raise ValidationError("An inventory id cannot be blank.")
+    bad = sorted({f"U+{ord(ch):04X}" for ch in value if ord(ch) < 32 or 127 <= ord(ch) < 160})
+    if bad:
+        raise ValidationError(f"An inventory id cannot contain control characters (found {', '.join(bad)}).")
+    if value in {".", ".."}:
+        raise ValidationError("'.' and '..' cannot be inventory ids: they cannot be addressed in a URL path.")
+
+
+class ProductChoices(models.TextChoices):
+    ADBREAKS = Product.ADBREAKS.value, "Ad breaks"
+    CONTEXTUAL_ADBREAK = Product.CONTEXTUAL_ADBREAK.value, "Contextual ad break"
+    EMOTIONS = Product.EMOTIONS.value, "Emotions"
+    FINGERPRINT = Product.FINGERPRINT.value, "Fingerprint"
+    FINGERPRINTPLUS = Product.FINGERPRINTPLUS.value, "Fingerprint+"
+    JITPREVIEWS = Product.JITPREVIEWS.value, "JIT previews"
+    JITTHUMBNAILS = Product.JITTHUMBNAILS.value, "JIT thumbnails"
+    MARKERS = Product.MARKERS.value, "Markers"
+    NUDITY = Product.NUDITY.value, "Nudity"
+    PROFANITY = Product.PROFANITY.value, "Profanity"
+    SEMANTIC = Product.SEMANTIC.value, "Semantic"
+    SIMILAR = Product.SIMILAR.value, "Similar"
+    CONTENT_SUMMARY = Product.CONTENT_SUMMARY.value, "Content summary"
+    SEMANTIC_SCENES = Product.SEMANTIC_SCENES.value, "Semantic scenes"
+    VERTICAL_CONVERSION = Product.VERTICAL_CONVERSION.value, "Vertical conversion"
+    SCENE_TAGS = Product.SCENE_TAGS.value, "Scene tags"
+
+
+class PriorityChoices(models.TextChoices):
+    LOW = Priority.LOW.value, "Low"
+    MEDIUM = Priority.MEDIUM.value, "Medium"
+    HIGH = Priority.HIGH.value, "High"
+
+
+class TaskStatus(models.TextChoices):
+    """The known statuses (values from the client, the one place they are defined). `ProductTask.status` is a
+    free string: a value not listed here is stored and shown as it comes."""
+
+    PENDING = Status.PENDING.value, "Pending"
+    PROCESSING = Status.PROCESSING.value, "Processing"
+    DONE = Status.DONE.value, "Done"
+    FAILED = Status.FAILED.value, "Failed"
+    DEACTIVATED = Status.DEACTIVATED.value, "Deactivated"
+
+
+# Sets of plain strings: `"pending" in TaskStatus.IN_FLIGHT` holds, and so does `TaskStatus.PENDING in ...`.
+TaskStatus.IN_FLIGHT = frozenset(IN_FLIGHT_STATUSES)
+TaskStatus.FINAL = frozenset(FINAL_STATUSES)
+
+
+class ItemKind(models.TextChoices):
+    """As in Vionlabs' catalog."""
+
+    STANDALONE = "standalone", "Standalone"
+    SERIES = "series", "Series"
+    SEASON = "season", "Season"
+    EPISODE = "episode", "Episode"
+
+
+class CatalogItem(models.Model):
+    inventory_id = models.CharField(
+        max_length=255,
+        unique=True,
+        validators=[validate_inventory_id],
+        help_text="The customer's own identifier, stored exactly as given.",
+    )
+    title = models.CharField(max_length=500, blank=True)
+    kind = models.CharField(max_length=16, choices=ItemKind, default=ItemKind.STANDALONE)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    vionlabs_id = models.CharField(max_length=64, blank=True, help_text="Vionlabs' own id, from its catalog.")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CatalogItemQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["inventory_id"]
+        indexes = [
+            models.Index(fields=["kind", "inventory_id"], name="item_kind_idx"),
+            models.Index(fields=["title"], name="item_title_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.inventory_id})" if self.title else self.inventory_id
+
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("catalog:item-detail", args=[self.pk])
+
+
+class ProductTask(models.Model):
+    """What we know of one Vionlabs task, addressed by its natural key (item, product, version)."""
+
+    item = models.ForeignKey(CatalogItem, on_delete=models.CASCADE, related_name="tasks")
+    product = models.CharField(max_length=32, choices=ProductChoices)
+    version = models.CharField(max_length=100)
+    priority = models.CharField(max_length=8, choices=PriorityChoices, default=PriorityChoices.LOW)
+    # Free string; "" until Vionlabs has answered for this row. Known values: TaskStatus.
+    status = models.CharField(max_length=32, blank=True, db_index=True)
+    error = models.TextField(blank=True)
+    # Parsed `_links`: [{"name", "method", "href"}], hrefs stored without any query string.
+    links = models.JSONField(default=list, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(null=True, blank=True)
+    # Last successful answer from Vionlabs; never moves backwards.
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    # The last failure to reach Vionlabs, kept apart from the status so that the last known status survives.
+    sync_error = models.TextField(blank=True)
+    sync_error_at = models.DateTimeField(null=True, blank=True)
+    # An upstream mutation (create/deactivate) is under way: set and committed before the HTTP call, so that
+    # concurrent callers see it and do not send a second one. Cleared when the answer is recorded.
+    action_in_progress = models.CharField(max_length=16, blank=True)
+    action_started_at = models.DateTimeField(null=True, blank=True)
+    # When the scheduler should look at this task again (backoff for long-running tasks).
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProductTaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["item__inventory_id", "product", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "product", "version"], name="task_unique_item_product_version")
+        ]
+        indexes = [
+            models.Index(fields=["product", "version", "status"], name="task_product_version_idx"),
+            models.Index(fields=["last_checked_at"], name="task_last_checked_idx"),
+            models.Index(fields=["status", "next_check_at"], name="task_status_next_check_idx"),
+            models.Index(fields=["status_changed_at"], name="task_status_changed_idx"),
+        ]
+        permissions = [
+            ("operate_tasks", "Can create, refresh, deactivate and retry Vionlabs tasks"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.item.inventory_id} · {self.product} {self.version}"
+
+    @property
+    def is_in_flight(self) -> bool:
+        return self.status in TaskStatus.IN_FLIGHT
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in TaskStatus.FINAL
+
+    @property
+    def is_known_status(self) -> bool:
+        return self.status in TaskStatus.values
+
+
+class EventSource(models.TextChoices):
+    USER = "user", "Operator"
+    ADMIN = "admin", "Admin action"
+    SYNC = "sync", "Scheduled sync"
+    WEBHOOK = "webhook", "Webhook"
+    IMPORT = "import", "Import"
+    BULK = "bulk", "Bulk operation"
+
+
+class EventAction(models.TextChoices):
+    CREATE = "create", "Create"
+    DEACTIVATE = "deactivate", "Deactivate"
+    REFRESH = "refresh", "Refresh"
+    RETRY = "retry", "Retry"
+    DISCOVER = "discover", "Found at Vionlabs"
+    SYNC_FAILED = "sync_failed", "Could not reach Vionlabs"
+
+
+class TaskEvent(models.Model):
+    """Append-only history of a task: one row per change or attempted change."""
+
+    task = models.ForeignKey(ProductTask, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(max_length=16, choices=EventSource, default=EventSource.USER)
+    operation = models.ForeignKey(
+        "Operation", null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    action = models.CharField(max_length=16, choices=EventAction)
+    status_before = models.CharField(max_length=32, blank=True)
+    status_after = models.CharField(max_length=32, blank=True)
+    error = models.TextField(blank=True)
+    note = models.TextField(blank=True)
+
+    objects = TaskEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["task", "created_at"], name="event_task_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.status_before or '∅'} → {self.status_after or '∅'}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ValueError("TaskEvent is append-only: history rows are never changed.")
+        super().save(*args, **kwargs)
+
+    @property
+    def actor_label(self) -> str:
+        if self.actor_id:
+            return self.actor.get_username()
+        return f"system ({self.get_source_display().lower()})"
+
+
+class ProductSetting(models.Model):
+    """Which products this organisation uses, with their defaults. Pages show columns for enabled ones."""
+
+    product = models.CharField(max_length=32, choices=ProductChoices, unique=True)
+    enabled = models.BooleanField(default=True)
+    default_version = models.CharField(max_length=100)
+    default_priority = models.CharField(max_length=8, choices=PriorityChoices, default=PriorityChoices.LOW)
+    position = models.PositiveSmallIntegerField(default=0)
+    # In flight for longer than this counts as stuck. Empty: derived from past durations (95th percentile),
+    # or the site-wide default while there is too little history.
+    stuck_after = models.DurationField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["position", "product"]
+
+    def __str__(self) -> str:
+        return self.get_product_display()
+
+    DEFAULT_STUCK_AFTER = dt.timedelta(hours=6)
+
+
+class OperationKind(models.TextChoices):
+    CREATE = "create", "Create tasks"
+    REFRESH = "refresh", "Refresh"
+    DEACTIVATE = "deactivate", "Deactivate"
+    RETRY = "retry", "Retry failed"
+
+
+class OperationState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    CANCELLING = "cancelling", "Cancelling"
+    CANCELLED = "cancelled", "Cancelled"
+    FAILED = "failed", "Failed"
+
+
+class Operation(models.Model):
+    """One bulk action over a frozen set of items, run in the background."""
+
+    kind = models.CharField(max_length=16, choices=OperationKind)
+    state = models.CharField(max_length=16, choices=OperationState, default=OperationState.QUEUED)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField()
+    # product, version, priority, the filter it was built from, the operation it retries.
+    params = models.JSONField(default=dict, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    objects = OperationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+    @property
+    def processed(self) -> int:
+        return self.done + self.skipped + self.failed
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in {OperationState.QUEUED, OperationState.RUNNING, OperationState.CANCELLING}
+
+
+class OperationItemState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DONE = "done", "Done"
+    SKIPPED = "skipped", "Skipped"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class OperationItem(models.Model):
+    """One member of an operation's frozen set, with its outcome."""
+
+    operation = models.ForeignKey(Operation, on_delete=models.CASCADE, related_name="items")
+    item = models.ForeignKey(CatalogItem, on_delete=models.CASCADE, related_name="+")
+    state = models.CharField(max_length=16, choices=OperationItemState, default=OperationItemState.PENDING)
+    error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["operation", "item"], name="operation_item_unique"),
+        ]
+        indexes = [models.Index(fields=["operation", "state"], name="operation_item_state_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.operation} · {self.item_id} · {self.state}"

@@ -1,0 +1,51 @@
+"""Reads. Views, admin and jobs ask these instead of spelling out filters, so a rule lives in one place."""
+
+import datetime as dt
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from dashboard.vionlabs import FINAL_STATUSES, IN_FLIGHT_STATUSES, Status
+
+
+class CatalogItemQuerySet(models.QuerySet):
+    def search(self, text: str):
+        """Items whose inventory id or title contains the text (case-insensitive)."""
+        text = text.strip()
+        if not text:
+            return self
+        return self.filter(Q(inventory_id__icontains=text) | Q(title__icontains=text))
+
+
+class ProductTaskQuerySet(models.QuerySet):
+    def in_flight(self):
+        return self.filter(status__in=IN_FLIGHT_STATUSES)
+
+    def final(self):
+        return self.filter(status__in=FINAL_STATUSES)
+
+    def failed(self):
+        return self.filter(status=Status.FAILED)
+
+    def active(self):
+        """Tasks that exist at Vionlabs and are not over: a new create for them would be a duplicate."""
+        return self.filter(status__in=IN_FLIGHT_STATUSES | {Status.DONE})
+
+    def stale(self, *, after: dt.timedelta):
+        """Not successfully checked for longer than `after` (or never)."""
+        cutoff = timezone.now() - after
+        return self.filter(Q(last_checked_at__lt=cutoff) | Q(last_checked_at__isnull=True))
+
+    def for_product(self, product: str, version: str | None = None):
+        qs = self.filter(product=product)
+        return qs.filter(version=version) if version else qs
+
+
+class TaskEventQuerySet(models.QuerySet):
+    pass
+
+
+class OperationQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(state__in=["queued", "running", "cancelling"])
