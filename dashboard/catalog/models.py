@@ -334,3 +334,28 @@ class OperationItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operation} · {self.item_id} · {self.state}"
+
+
+class UpstreamHealth(models.Model):
+    """How reaching Vionlabs has gone lately: one row per upstream (`name="vionlabs"`). Written by the
+    services after every call; read by the scheduler's circuit breaker and by the dashboard's banner."""
+
+    name = models.CharField(max_length=32, unique=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    # Set at the first failure after a success, cleared by the next success: "unreachable since".
+    failing_since = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    # While in the future, the scheduler does not call Vionlabs (circuit open).
+    paused_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "upstream health"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_failing(self) -> bool:
+        return self.failing_since is not None
