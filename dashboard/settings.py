@@ -161,7 +161,7 @@ TASKS = {
 
 # --- Vionlabs -------------------------------------------------------------------------------------------
 # The defaults point at the local sandbox (`manage.py run_sandbox --port 8001`), which accepts this key.
-SANDBOX_API_KEY = "sandbox-key"  # noqa: S105 - the local stand-in's key, not a secret
+SANDBOX_API_KEY = "sandbox-key"  # the local stand-in's key, not a secret
 VIONLABS_API_URL = env.str("VIONLABS_API_URL", default="http://127.0.0.1:8001")
 VIONLABS_API_KEY = env.str("VIONLABS_API_KEY", default=SANDBOX_API_KEY)
 VIONLABS_TIMEOUT = env.float("VIONLABS_TIMEOUT", default=10.0)

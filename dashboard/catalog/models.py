@@ -149,7 +149,9 @@ class ProductTask(models.Model):
     class Meta:
         ordering = ["item__inventory_id", "product", "version"]
         constraints = [
-            models.UniqueConstraint(fields=["item", "product", "version"], name="task_unique_item_product_version")
+            models.UniqueConstraint(
+                fields=["item", "product", "version"], name="task_unique_item_product_version"
+            )
         ]
         indexes = [
             models.Index(fields=["product", "version", "status"], name="task_product_version_idx"),
