@@ -1,0 +1,213 @@
+"""Browser tests: Playwright driving Debian's Chromium against pytest-django's live server and the sandbox.
+
+Every page a test opens is watched: console messages, uncaught errors and Content-Security-Policy violations
+(reported by the browser as a `securitypolicyviolation` DOM event, which an init script turns into a console
+line). A test that leaves any CSP violation or JavaScript error behind fails at teardown.
+
+When Chromium is missing the tests are skipped with the reason and the terminal summary says so in one line;
+with REQUIRE_ALL_TESTS=1 (CI) that skip fails the run (tests/conftest.py).
+"""
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+# Playwright's sync API runs an asyncio loop in the test thread; Django's async-safety check would then refuse
+# every ORM call the test makes.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+SKIP_REASON = f"Chromium not found at {CHROMIUM_PATH}: apt-get install chromium (or set CHROMIUM_PATH)"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT_DIR = REPO_ROOT / "test-artifacts" / "screenshots"
+# Marks the console line the init script writes for each CSP violation.
+CSP_TAG = "[csp-violation]"
+# Chromium asks for /favicon.ico on its own; that request is the browser's, not the page's.
+BROWSER_OWN_REQUESTS = re.compile(r"Failed to load resource: .*\(\S+/favicon\.ico\)$")
+# A laptop screen: the smallest the UI promises to fit.
+VIEWPORT = {"width": 1366, "height": 800}
+# Long enough for the sandbox's pending → processing → done cycle plus a poll; short enough to fail fast.
+EXPECT_TIMEOUT_MS = 10_000
+
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error(`CSP_TAG ${event.effectiveDirective} blocked ${event.blockedURI || "inline"}`
+    + ` at ${event.sourceFile || location.href}:${event.lineNumber} sample=${JSON.stringify(event.sample)}`);
+}, true);
+""".replace("CSP_TAG", CSP_TAG)
+
+
+def chromium_available() -> bool:
+    return os.access(CHROMIUM_PATH, os.X_OK) or shutil.which(CHROMIUM_PATH) is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    if chromium_available():
+        return
+    skip = pytest.mark.skip(reason=SKIP_REASON)
+    for item in items:
+        if item.get_closest_marker("browser"):
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if "Chromium not found" in str(report.longrepr)
+    ]
+    if skipped:
+        terminalreporter.write_line(
+            f"BROWSER TESTS SKIPPED ({len(skipped)}): {SKIP_REASON}", yellow=True, bold=True
+        )
+
+
+@dataclass
+class PageWatch:
+    """What the browser said while a test ran: console lines, uncaught errors, CSP violations."""
+
+    console: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    csp_violations: list[str] = field(default_factory=list)
+    # Console errors a test provokes on purpose, matched by regular expression.
+    allowed: list[re.Pattern] = field(default_factory=list)
+
+    def on_console(self, message) -> None:
+        text = message.text
+        line = f"{message.type}: {text} ({message.location.get('url', '')})"
+        self.console.append(line)
+        if CSP_TAG in text or "Content Security Policy" in text:
+            self.csp_violations.append(text)
+        elif BROWSER_OWN_REQUESTS.search(line):
+            return
+        elif message.type == "error" and not any(p.search(text) for p in self.allowed):
+            self.errors.append(line)
+
+    def on_page_error(self, error) -> None:
+        self.errors.append(f"uncaught: {error}")
+
+    def allow_console_error(self, pattern: str) -> None:
+        self.allowed.append(re.compile(pattern))
+
+    def problems(self) -> list[str]:
+        return [f"CSP violation: {v}" for v in self.csp_violations] + [f"JS error: {e}" for e in self.errors]
+
+
+@pytest.fixture(scope="session")
+def playwright_browser():
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_settings(settings, use_sandbox, sandbox):
+    """Point the app at the sandbox, with short task phases and a 1 s poll so live updates show quickly."""
+    settings.DASHBOARD_POLL_INTERVAL = 1
+    sandbox.configure(pending_seconds=1.5, processing_seconds=1.5)
+    return settings
+
+
+@pytest.fixture
+def watch():
+    return PageWatch()
+
+
+@pytest.fixture
+def context(playwright_browser, live_server, browser_settings, watch):
+    context = playwright_browser.new_context(base_url=live_server.url, viewport=VIEWPORT)
+    context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    context.add_init_script(CSP_LISTENER)
+    context.on("console", watch.on_console)
+    context.on("weberror", lambda web_error: watch.on_page_error(web_error.error))
+    yield context
+    context.close()
+    problems = watch.problems()
+    if problems:
+        pytest.fail("The browser reported problems:\n" + "\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def page(context):
+    return context.new_page()
+
+
+def login_as(context, live_server, user) -> None:
+    """Give the browser a logged-in session for `user` without going through the form."""
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME]
+    context.add_cookies([{"name": cookie.key, "value": cookie.value, "url": live_server.url}])
+
+
+def screenshot(page, name: str) -> Path:
+    """Save a full-page screenshot under test-artifacts/screenshots/ (named in the README)."""
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOT_DIR / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def _user_in_group(django_user_model, *, username: str, group_name: str, operate: bool):
+    # Transactional tests flush the tables, groups from the data migration included; permissions come back
+    # (post_migrate), so the groups are rebuilt here with the permissions their migration gives them.
+    from django.contrib.auth.models import Group, Permission
+
+    group, _ = Group.objects.get_or_create(name=group_name)
+    perms = Permission.objects.filter(content_type__app_label="catalog", codename__startswith="view_")
+    group.permissions.add(*perms)
+    if operate:
+        group.permissions.add(
+            Permission.objects.get(content_type__app_label="catalog", codename="operate_tasks")
+        )
+    user = django_user_model.objects.create_user(username=username, password=f"{username}-password-1")
+    user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def operator(django_user_model, live_server):
+    return _user_in_group(django_user_model, username="olivia", group_name="Operators", operate=True)
+
+
+@pytest.fixture
+def viewer(django_user_model, live_server):
+    return _user_in_group(django_user_model, username="victor", group_name="Viewers", operate=False)
+
+
+@pytest.fixture
+def products(live_server):
+    """Two enabled products with default versions, as an organisation would configure them."""
+    from dashboard.catalog.models import ProductSetting
+
+    return [
+        ProductSetting.objects.create(product="adbreaks", default_version="1.0.1", position=0),
+        ProductSetting.objects.create(product="markers", default_version="2", position=1),
+    ]
+
+
+@pytest.fixture
+def item(products):
+    from dashboard.catalog.models import CatalogItem
+
+    return CatalogItem.objects.create(inventory_id="tt0111161/4k", title="The Shawshank Redemption")
