@@ -361,3 +361,43 @@ class UpstreamHealth(models.Model):
     @property
     def is_failing(self) -> bool:
         return self.failing_since is not None
+
+
+class WebhookDelivery(models.Model):
+    """One webhook call from Vionlabs that passed the secret check. The unique key (item, product, version,
+    timestamp as sent) turns a repeated delivery into a counted no-op instead of a second refresh."""
+
+    inventory_id = models.CharField(max_length=255)
+    product = models.CharField(max_length=32)
+    version = models.CharField(max_length=100)
+    # The payload's `timestamp`, kept as sent (its format is not documented); part of the dedupe key.
+    sent_at = models.CharField(max_length=64)
+    kind = models.CharField(max_length=32, blank=True, help_text="The payload's `type`.")
+    item = models.ForeignKey(CatalogItem, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    refresh_enqueued = models.BooleanField(default=False)
+    duplicates = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["inventory_id", "product", "version", "sent_at"], name="webhook_delivery_unique"
+            )
+        ]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.inventory_id} · {self.product} {self.version} @ {self.sent_at}"
+
+
+class SyncBudget(models.Model):
+    """Item-level calls the schedulers may still make this minute: one row shared by every scheduler process,
+    locked while a batch is claimed, so SYNC_REQUESTS_PER_MINUTE holds across machines."""
+
+    name = models.CharField(max_length=32, unique=True)
+    window_start = models.DateTimeField(null=True, blank=True)
+    used = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.used} since {self.window_start}"
