@@ -1,0 +1,56 @@
+"""The one way Django code gets a Vionlabs client.
+
+Settings are read when `get_client()` is called, not at import, so `override_settings` (and the test sandbox
+on a random port) take effect. One client per settings tuple per process: its `requests.Session` pools
+connections for every thread, and all clients share one `Throttle`, so a 429 slows the whole process down.
+"""
+
+import threading
+from collections import OrderedDict
+
+from django.conf import settings
+
+from dashboard.vionlabs import Throttle, VionlabsClient
+
+# A few tuples at most in production (one); tests point settings at a fresh sandbox now and then.
+_MAX_CLIENTS = 8
+
+_lock = threading.Lock()
+_clients: OrderedDict[tuple[str, str, float, int], VionlabsClient] = OrderedDict()
+_throttle = Throttle()
+
+
+def get_client() -> VionlabsClient:
+    """Return the process-wide client for the current VIONLABS_* settings (created on first use)."""
+    key = (
+        str(settings.VIONLABS_API_URL),
+        str(settings.VIONLABS_API_KEY),
+        float(settings.VIONLABS_TIMEOUT),
+        int(settings.VIONLABS_MAX_RETRIES),
+    )
+    with _lock:
+        client = _clients.get(key)
+        if client is not None:
+            _clients.move_to_end(key)
+            return client
+        url, api_key, timeout, retries = key
+        client = VionlabsClient(
+            base_url=url, api_key=api_key, timeout=timeout, max_retries=retries, throttle=_throttle
+        )
+        _clients[key] = client
+        evicted = []
+        while len(_clients) > _MAX_CLIENTS:
+            evicted.append(_clients.popitem(last=False)[1])
+    # Closing only releases pooled sockets; a thread still holding an evicted client can finish its call.
+    for old in evicted:
+        old.close()
+    return client
+
+
+def reset_clients() -> None:
+    """Close and forget every cached client (tests, and after a settings change in a long-lived process)."""
+    with _lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()

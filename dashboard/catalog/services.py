@@ -1,0 +1,814 @@
+"""Everything that changes a task or talks to Vionlabs, the same for views, admin actions, jobs and commands.
+
+Each mutation runs in three steps so that no HTTP call happens while a transaction or a row lock is held:
+
+1. a short transaction locks the row, checks that the action is allowed and marks it as under way;
+2. the client is called (outside any transaction: `ensure_no_transaction()` enforces it);
+3. a short transaction locks the row again and records the answer together with its `TaskEvent`.
+
+An answer is applied only if it is not older than the last one recorded (`last_checked_at`), so a slow answer
+never overwrites a newer one. When Vionlabs cannot be reached, the row keeps its last known status, the failure
+goes to `sync_error` and `UpstreamHealth`, and the client's error is re-raised for the caller to show.
+"""
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from dashboard.vionlabs import ItemTask, Link, TaskState
+from dashboard.vionlabs.errors import (
+    VionlabsError,
+    VionlabsNotFound,
+    VionlabsRejected,
+    VionlabsUnavailable,
+)
+
+from .client import get_client
+from .models import (
+    CatalogItem,
+    EventAction,
+    EventSource,
+    Operation,
+    PriorityChoices,
+    ProductChoices,
+    ProductTask,
+    TaskEvent,
+    TaskStatus,
+    UpstreamHealth,
+)
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    User = AbstractBaseUser
+else:
+    User = Any
+
+logger = logging.getLogger(__name__)
+
+#: A create/deactivate marker older than this belongs to a process that died mid-call: it no longer blocks.
+ABANDONED_AFTER = dt.timedelta(minutes=5)
+UPSTREAM_NAME = "vionlabs"
+#: Statuses a create would duplicate (the skip rule bulk operations rely on).
+ACTIVE_STATUSES = frozenset(TaskStatus.IN_FLIGHT) | {TaskStatus.DONE.value}
+#: Statuses a retry starts again from.
+RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED.value, TaskStatus.DEACTIVATED.value})
+
+
+class ActionRefused(Exception):
+    """The action was not sent to Vionlabs; the message says why, in words fit for an operator."""
+
+
+class TaskAlreadyActive(ActionRefused):
+    """The task is pending, processing or done here: creating it again would duplicate it."""
+
+
+class ActionInProgress(ActionRefused):
+    """Another create or deactivate of the same task is under way."""
+
+
+class HttpInsideTransaction(RuntimeError):
+    """A programming error: code tried to call Vionlabs while holding a database transaction."""
+
+
+class TaskNotCreated(VionlabsError):
+    """A create whose answer was lost was settled by a read: it did not take effect at Vionlabs."""
+
+
+# --- Guards ---------------------------------------------------------------------------------------------
+
+
+def ensure_no_transaction() -> None:
+    """Raise HttpInsideTransaction if a database transaction is open on the default connection.
+
+    The atomic blocks a test case wraps around each test are not ours and are ignored (the same marker
+    Django's own `durable=True` check uses).
+    """
+    if not connection.in_atomic_block:
+        return
+    blocks = getattr(connection, "atomic_blocks", [])
+    if any(not getattr(block, "_from_testcase", False) for block in blocks) or not blocks:
+        raise HttpInsideTransaction(
+            "Refusing to call Vionlabs inside a database transaction: locks would be held for the whole "
+            "HTTP round trip. Commit first, call, then record the answer in a new transaction."
+        )
+
+
+def _actor(user: "User | None") -> "User | None":
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return user
+
+
+# --- Upstream health ------------------------------------------------------------------------------------
+
+
+def record_upstream_success() -> None:
+    """Note that Vionlabs answered: clears `failing_since` and the failure count."""
+    now = timezone.now()
+    updated = UpstreamHealth.objects.filter(name=UPSTREAM_NAME).update(
+        last_success_at=now, failing_since=None, consecutive_failures=0
+    )
+    if not updated:
+        UpstreamHealth.objects.get_or_create(name=UPSTREAM_NAME, defaults={"last_success_at": now})
+
+
+def record_upstream_failure(error: BaseException) -> None:
+    """Note that Vionlabs could not be reached (or answered unusably), with the error's text."""
+    now = timezone.now()
+    with transaction.atomic():
+        health, _ = UpstreamHealth.objects.select_for_update().get_or_create(name=UPSTREAM_NAME)
+        health.last_failure_at = now
+        health.failing_since = health.failing_since or now
+        health.consecutive_failures += 1
+        health.last_error = str(error)[:2000]
+        health.save(update_fields=["last_failure_at", "failing_since", "consecutive_failures", "last_error"])
+
+
+def _record_health(error: VionlabsError | None) -> None:
+    # A rejection or a 404 is Vionlabs answering: the upstream is healthy even though the action failed.
+    if error is None or isinstance(error, VionlabsRejected | VionlabsNotFound):
+        record_upstream_success()
+    else:
+        record_upstream_failure(error)
+
+
+# --- Recording answers ----------------------------------------------------------------------------------
+
+
+def stored_links(links: tuple[Link, ...] | list[Link]) -> list[dict[str, str]]:
+    """`_links` as stored: [{"name", "method", "href"}], the href without query string or fragment."""
+    result = []
+    for link in links:
+        parts = urlsplit(link.href)
+        href = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        result.append({"name": link.name, "method": link.method, "href": href})
+    return result
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: str
+    error: str
+    links: list[dict[str, str]] | None  # None: the answer carries no links (item-level listing)
+
+
+def _answer_from_state(state: TaskState) -> _Answer:
+    return _Answer(status=state.status, error=state.error or "", links=stored_links(state.links))
+
+
+def _answer_from_item_task(item_task: ItemTask) -> _Answer:
+    return _Answer(status=item_task.status, error=item_task.error or "", links=None)
+
+
+def _apply(task: ProductTask, answer: _Answer, observed_at: dt.datetime) -> bool:
+    """Apply an answer observed at `observed_at` to a locked row (not saved). False if it is older than the
+    answer already recorded, in which case nothing changes."""
+    if task.last_checked_at is not None and observed_at < task.last_checked_at:
+        return False
+    if answer.status != task.status:
+        task.status = answer.status
+        task.status_changed_at = timezone.now()
+    task.error = answer.error
+    if answer.links is not None:
+        task.links = answer.links
+    task.last_checked_at = observed_at
+    task.sync_error = ""
+    task.sync_error_at = None
+    return True
+
+
+def _clear_marker(task: ProductTask, action: str, started_at: dt.datetime | None) -> None:
+    # Only our own marker: one that expired and was taken over by another caller is theirs to clear.
+    if task.action_in_progress == action and task.action_started_at == started_at:
+        task.action_in_progress = ""
+        task.action_started_at = None
+
+
+def _event(
+    task: ProductTask,
+    *,
+    action: str,
+    status_before: str,
+    actor: "User | None",
+    source: str,
+    operation: Operation | None,
+    error: str = "",
+    note: str = "",
+) -> TaskEvent:
+    return TaskEvent.objects.create(
+        task=task,
+        actor=actor,
+        source=source,
+        operation=operation,
+        action=action,
+        status_before=status_before,
+        status_after=task.status,
+        error=error,
+        note=note,
+    )
+
+
+def _stale_note(answer: _Answer) -> str:
+    return (
+        f"Vionlabs answered '{answer.status}', but a newer answer had already been recorded; "
+        "the newer one was kept."
+    )
+
+
+# --- Mutations (create, retry, deactivate) --------------------------------------------------------------
+
+
+def _validate_create(*, product: str, version: str, priority: str) -> None:
+    if product not in ProductChoices.values:
+        raise ActionRefused(f"Unknown product {product!r}.")
+    if not version or not version.strip():
+        raise ActionRefused("A version is required.")
+    if len(version) > ProductTask._meta.get_field("version").max_length:
+        raise ActionRefused("The version is too long (at most 100 characters).")
+    if priority not in PriorityChoices.values:
+        raise ActionRefused(f"Unknown priority {priority!r}: use low, medium or high.")
+
+
+def _marker_blocks(task: ProductTask, now: dt.datetime) -> bool:
+    return bool(
+        task.action_in_progress
+        and task.action_started_at is not None
+        and now - task.action_started_at < ABANDONED_AFTER
+    )
+
+
+def _in_progress_message(task: ProductTask) -> str:
+    return (
+        f"A {task.action_in_progress} of {task.product} {task.version} for {task.item.inventory_id} "
+        "is already under way; wait for it to finish."
+    )
+
+
+def _mark(task: ProductTask, action: str, now: dt.datetime) -> None:
+    task.action_in_progress = action
+    task.action_started_at = now
+    task.save(update_fields=["action_in_progress", "action_started_at", "updated_at"])
+
+
+def task_create(
+    *,
+    item: CatalogItem,
+    product: str,
+    version: str,
+    priority: str = "low",
+    actor: "User | None" = None,
+    source: str = EventSource.USER,
+    operation: Operation | None = None,
+    note: str = "",
+) -> ProductTask:
+    """Create the task at Vionlabs (one POST) and record it; raises ActionRefused, or the client's error."""
+    _validate_create(product=product, version=version, priority=priority)
+    actor = _actor(actor)
+    now = timezone.now()
+    with transaction.atomic():
+        task, _ = ProductTask.objects.select_for_update().get_or_create(
+            item=item, product=product, version=version, defaults={"priority": priority}
+        )
+        task.item = item
+        if _marker_blocks(task, now):
+            raise ActionInProgress(_in_progress_message(task))
+        if task.status in ACTIVE_STATUSES:
+            raise TaskAlreadyActive(
+                f"{product} {version} for {item.inventory_id} is already {task.status} at Vionlabs; "
+                "it was not created again."
+            )
+        _mark(task, EventAction.CREATE, now)
+    return _send_create(
+        task=task,
+        action=EventAction.CREATE,
+        priority=priority,
+        started_at=now,
+        actor=actor,
+        source=source,
+        operation=operation,
+        note=note,
+    )
+
+
+def task_retry(
+    *,
+    task: ProductTask,
+    actor: "User | None" = None,
+    source: str = EventSource.USER,
+    operation: Operation | None = None,
+    note: str = "",
+) -> ProductTask:
+    """Create a failed or deactivated task again (a new POST on the same key); raises ActionRefused or the
+    client's error."""
+    actor = _actor(actor)
+    now = timezone.now()
+    with transaction.atomic():
+        task = ProductTask.objects.select_for_update().select_related("item").get(pk=task.pk)
+        if _marker_blocks(task, now):
+            raise ActionInProgress(_in_progress_message(task))
+        if task.status not in RETRYABLE_STATUSES:
+            raise ActionRefused(
+                f"Only a failed or deactivated task can be retried; {task.product} {task.version} for "
+                f"{task.item.inventory_id} is {task.status or 'not yet known to Vionlabs'}."
+            )
+        _mark(task, EventAction.CREATE, now)
+    return _send_create(
+        task=task,
+        action=EventAction.RETRY,
+        priority=task.priority,
+        started_at=now,
+        actor=actor,
+        source=source,
+        operation=operation,
+        note=note,
+    )
+
+
+def _send_create(
+    *,
+    task: ProductTask,
+    action: str,
+    priority: str,
+    started_at: dt.datetime,
+    actor: "User | None",
+    source: str,
+    operation: Operation | None,
+    note: str,
+) -> ProductTask:
+    client = get_client()
+    status_before = task.status
+    observed_at = timezone.now()
+    try:
+        ensure_no_transaction()
+        state = client.create_task(task.item.inventory_id, task.product, task.version, priority=priority)
+    except VionlabsUnavailable as error:
+        if not error.outcome_unknown:
+            return _record_failure(
+                task=task,
+                action=action,
+                marker=started_at,
+                error=error,
+                actor=actor,
+                source=source,
+                operation=operation,
+                note=note,
+            )
+        return _reconcile_create(
+            task=task,
+            action=action,
+            priority=priority,
+            started_at=started_at,
+            error=error,
+            status_before=status_before,
+            actor=actor,
+            source=source,
+            operation=operation,
+            note=note,
+        )
+    except VionlabsError as error:
+        return _record_failure(
+            task=task,
+            action=action,
+            marker=started_at,
+            error=error,
+            actor=actor,
+            source=source,
+            operation=operation,
+            note=note,
+        )
+    except BaseException:
+        _release(task, action=EventAction.CREATE, started_at=started_at)
+        raise
+    with transaction.atomic():
+        task = _relock(task)
+        answer = _answer_from_state(state)
+        applied = _apply(task, answer, observed_at)
+        task.priority = priority
+        task.requested_by = actor
+        task.requested_at = observed_at
+        _clear_marker(task, EventAction.CREATE, started_at)
+        task.save()
+        _event(
+            task,
+            action=action,
+            status_before=status_before,
+            actor=actor,
+            source=source,
+            operation=operation,
+            error=answer.error,
+            note=_join(note, "" if applied else _stale_note(answer)),
+        )
+    _record_health(None)
+    return task
+
+
+def _reconcile_create(
+    *,
+    task: ProductTask,
+    action: str,
+    priority: str,
+    started_at: dt.datetime,
+    error: VionlabsUnavailable,
+    status_before: str,
+    actor: "User | None",
+    source: str,
+    operation: Operation | None,
+    note: str,
+) -> ProductTask:
+    """The POST may have reached Vionlabs: ask (one GET on the natural key) instead of sending it again."""
+    record_upstream_failure(error)
+    client = get_client()
+    observed_at = timezone.now()
+    try:
+        ensure_no_transaction()
+        state = client.get_task(task.item.inventory_id, task.product, task.version)
+    except VionlabsNotFound:
+        message = (
+            f"Vionlabs did not create {task.product} {task.version} for {task.item.inventory_id}: the create "
+            f"request failed ({error}) and a follow-up read found no such task. Try again."
+        )
+        _record_failure(
+            task=task,
+            action=action,
+            marker=started_at,
+            error=TaskNotCreated(message),
+            actor=actor,
+            source=source,
+            operation=operation,
+            note=note,
+            reraise=False,
+            health=False,
+        )
+        record_upstream_success()
+        raise TaskNotCreated(message, status_code=404) from error
+    except VionlabsError as read_error:
+        sync_error = (
+            f"Outcome unknown: the create request may or may not have reached Vionlabs ({error}), and the "
+            f"follow-up read failed too ({read_error}). A refresh will settle it."
+        )
+        _record_failure(
+            task=task,
+            action=action,
+            marker=started_at,
+            error=read_error,
+            actor=actor,
+            source=source,
+            operation=operation,
+            note=note,
+            sync_error=sync_error,
+            reraise=False,
+            health=False,
+        )
+        _record_health(read_error)
+        raise error from read_error
+    except BaseException:
+        _release(task, action=EventAction.CREATE, started_at=started_at)
+        raise
+    answer = _answer_from_state(state)
+    if answer.status in RETRYABLE_STATUSES:
+        # Found, but failed or deactivated: the old task, so the POST did not land (or it failed at once);
+        # either way nothing is running and the operator should try again.
+        message = (
+            f"Vionlabs did not start {task.product} {task.version} for {task.item.inventory_id}: the "
+            f"request failed ({error}) and a follow-up read shows the task {answer.status}. Try again."
+        )
+        with transaction.atomic():
+            task = _relock(task)
+            before = task.status
+            _apply(task, answer, observed_at)
+            task.sync_error = message
+            task.sync_error_at = timezone.now()
+            _clear_marker(task, EventAction.CREATE, started_at)
+            task.save()
+            _event(
+                task,
+                action=action,
+                status_before=before,
+                actor=actor,
+                source=source,
+                operation=operation,
+                error=message,
+                note=note,
+            )
+        record_upstream_success()
+        raise TaskNotCreated(message) from error
+    with transaction.atomic():
+        task = _relock(task)
+        applied = _apply(task, answer, observed_at)
+        task.priority = priority
+        task.requested_by = actor
+        task.requested_at = observed_at
+        _clear_marker(task, EventAction.CREATE, started_at)
+        task.save()
+        reconciled = (
+            f"The create request's answer was lost ({error}); a follow-up read found the task at Vionlabs "
+            f"({answer.status}), so the create succeeded."
+        )
+        _event(
+            task,
+            action=action,
+            status_before=status_before,
+            actor=actor,
+            source=source,
+            operation=operation,
+            error=answer.error,
+            note=_join(note, reconciled, "" if applied else _stale_note(answer)),
+        )
+    record_upstream_success()
+    return task
+
+
+def task_deactivate(
+    *,
+    task: ProductTask,
+    actor: "User | None" = None,
+    source: str = EventSource.USER,
+    operation: Operation | None = None,
+    note: str = "",
+) -> ProductTask:
+    """Deactivate the task at Vionlabs (DELETE) and record the answer; raises ActionRefused or the client's
+    error (VionlabsNotFound when Vionlabs has no such task)."""
+    actor = _actor(actor)
+    now = timezone.now()
+    with transaction.atomic():
+        task = ProductTask.objects.select_for_update().select_related("item").get(pk=task.pk)
+        if _marker_blocks(task, now):
+            raise ActionInProgress(_in_progress_message(task))
+        if task.status == TaskStatus.DEACTIVATED:
+            raise ActionRefused(
+                f"{task.product} {task.version} for {task.item.inventory_id} is already deactivated."
+            )
+        _mark(task, EventAction.DEACTIVATE, now)
+    client = get_client()
+    status_before = task.status
+    observed_at = timezone.now()
+    try:
+        ensure_no_transaction()
+        state = client.deactivate_task(task.item.inventory_id, task.product, task.version)
+    except VionlabsNotFound as error:
+        message = (
+            f"Vionlabs has no task {task.product} {task.version} for {task.item.inventory_id}, so there was "
+            f"nothing to deactivate ({error})."
+        )
+        return _record_failure(
+            task=task,
+            action=EventAction.DEACTIVATE,
+            marker=now,
+            error=error,
+            actor=actor,
+            source=source,
+            operation=operation,
+            note=note,
+            sync_error=message,
+        )
+    except VionlabsError as error:
+        return _record_failure(
+            task=task,
+            action=EventAction.DEACTIVATE,
+            marker=now,
+            error=error,
+            actor=actor,
+            source=source,
+            operation=operation,
+            note=note,
+        )
+    except BaseException:
+        _release(task, action=EventAction.DEACTIVATE, started_at=now)
+        raise
+    with transaction.atomic():
+        task = _relock(task)
+        answer = _answer_from_state(state)
+        applied = _apply(task, answer, observed_at)
+        _clear_marker(task, EventAction.DEACTIVATE, now)
+        task.save()
+        _event(
+            task,
+            action=EventAction.DEACTIVATE,
+            status_before=status_before,
+            actor=actor,
+            source=source,
+            operation=operation,
+            error=answer.error,
+            note=_join(note, "" if applied else _stale_note(answer)),
+        )
+    _record_health(None)
+    return task
+
+
+# --- Reads (refresh) ------------------------------------------------------------------------------------
+
+
+def task_refresh(
+    *,
+    task: ProductTask,
+    actor: "User | None" = None,
+    source: str = EventSource.USER,
+    operation: Operation | None = None,
+) -> ProductTask:
+    """Read one task's status from Vionlabs (GET) and record it with an event; raises the client's error."""
+    actor = _actor(actor)
+    task = ProductTask.objects.select_related("item").get(pk=task.pk)
+    client = get_client()
+    observed_at = timezone.now()
+    try:
+        ensure_no_transaction()
+        state = client.get_task(task.item.inventory_id, task.product, task.version)
+    except VionlabsError as error:
+        return _record_failure(
+            task=task,
+            action=EventAction.SYNC_FAILED,
+            marker=None,
+            error=error,
+            actor=actor,
+            source=source,
+            operation=operation,
+            note="",
+        )
+    with transaction.atomic():
+        task = _relock(task)
+        status_before = task.status
+        answer = _answer_from_state(state)
+        applied = _apply(task, answer, observed_at)
+        task.save()
+        # An explicit refresh is always recorded, unchanged or not: someone (or something) asked.
+        if not applied:
+            detail = _stale_note(answer)
+        elif status_before == task.status:
+            detail = "No change."
+        else:
+            detail = ""
+        _event(
+            task,
+            action=EventAction.REFRESH,
+            status_before=status_before,
+            actor=actor,
+            source=source,
+            operation=operation,
+            error=answer.error,
+            note=detail,
+        )
+    _record_health(None)
+    return task
+
+
+def item_refresh(
+    *,
+    item: CatalogItem,
+    actor: "User | None" = None,
+    source: str = EventSource.SYNC,
+    operation: Operation | None = None,
+) -> list[ProductTask]:
+    """Read all of an item's tasks in one call and update every row; tasks found only at Vionlabs get a row
+    (event `discover`). Events are written for changes only. Raises the client's error."""
+    actor = _actor(actor)
+    client = get_client()
+    observed_at = timezone.now()
+    try:
+        ensure_no_transaction()
+        item_tasks = client.list_item_tasks(item.inventory_id)
+    except VionlabsError as error:
+        _record_item_failure(item=item, error=error, actor=actor, source=source, operation=operation)
+        raise
+    version_limit = ProductTask._meta.get_field("version").max_length
+    product_limit = ProductTask._meta.get_field("product").max_length
+    with transaction.atomic():
+        # Lock in a fixed order so two refreshes of one item cannot deadlock.
+        rows = {
+            (row.product, row.version): row
+            for row in ProductTask.objects.select_for_update().filter(item=item).order_by("pk")
+        }
+        for item_task in item_tasks:
+            if len(item_task.product) > product_limit or len(item_task.version) > version_limit:
+                logger.warning("Ignoring a task of %s with an over-long product or version", item.pk)
+                continue
+            answer = _answer_from_item_task(item_task)
+            row = rows.get((item_task.product, item_task.version))
+            if row is None:
+                row = ProductTask(item=item, product=item_task.product, version=item_task.version)
+                _apply(row, answer, observed_at)
+                row.save()
+                rows[(row.product, row.version)] = row
+                _event(
+                    row,
+                    action=EventAction.DISCOVER,
+                    status_before="",
+                    actor=actor,
+                    source=source,
+                    operation=operation,
+                    error=answer.error,
+                    note="Found at Vionlabs; the dashboard had no row for it.",
+                )
+                continue
+            status_before = row.status
+            if _apply(row, answer, observed_at):
+                row.save()
+                if row.status != status_before:
+                    _event(
+                        row,
+                        action=EventAction.REFRESH,
+                        status_before=status_before,
+                        actor=actor,
+                        source=source,
+                        operation=operation,
+                        error=answer.error,
+                    )
+    _record_health(None)
+    tasks = list(rows.values())
+    for row in tasks:
+        row.item = item
+    return sorted(tasks, key=lambda row: (row.product, row.version))
+
+
+# --- Failures -------------------------------------------------------------------------------------------
+
+
+def _record_failure(
+    *,
+    task: ProductTask,
+    action: str,
+    marker: dt.datetime | None,
+    error: VionlabsError,
+    actor: "User | None",
+    source: str,
+    operation: Operation | None,
+    note: str,
+    sync_error: str | None = None,
+    reraise: bool = True,
+    health: bool = True,
+) -> ProductTask:
+    """Keep the last known status, note the failure on the row with its event, then re-raise the error."""
+    message = sync_error or str(error)
+    with transaction.atomic():
+        task = _relock(task)
+        task.sync_error = message
+        task.sync_error_at = timezone.now()
+        if marker is not None:
+            _clear_marker(task, task.action_in_progress or action, marker)
+        task.save()
+        _event(
+            task,
+            action=action,
+            status_before=task.status,
+            actor=actor,
+            source=source,
+            operation=operation,
+            error=message,
+            note=note,
+        )
+    if health:
+        _record_health(error)
+    if reraise:
+        raise error
+    return task
+
+
+def _record_item_failure(
+    *, item: CatalogItem, error: VionlabsError, actor: "User | None", source: str, operation: Operation | None
+) -> None:
+    message = str(error)
+    now = timezone.now()
+    with transaction.atomic():
+        for row in ProductTask.objects.select_for_update().filter(item=item).order_by("pk"):
+            # One event per distinct failure: a scheduler retrying through an outage must not flood history.
+            if row.sync_error == message:
+                continue
+            row.sync_error = message
+            row.sync_error_at = now
+            row.save(update_fields=["sync_error", "sync_error_at", "updated_at"])
+            _event(
+                row,
+                action=EventAction.SYNC_FAILED,
+                status_before=row.status,
+                actor=actor,
+                source=source,
+                operation=operation,
+                error=message,
+            )
+    _record_health(error)
+
+
+def _release(task: ProductTask, *, action: str, started_at: dt.datetime) -> None:
+    # An unexpected exception (a bug, a KeyboardInterrupt): do not leave the row blocked for minutes.
+    try:
+        with transaction.atomic():
+            locked = _relock(task)
+            _clear_marker(locked, action, started_at)
+            locked.save(update_fields=["action_in_progress", "action_started_at", "updated_at"])
+    except Exception:
+        logger.exception("Could not clear the in-progress marker of task %s", task.pk)
+
+
+def _relock(task: ProductTask) -> ProductTask:
+    locked = ProductTask.objects.select_for_update().get(pk=task.pk)
+    locked.item = task.item
+    return locked
+
+
+def _join(*parts: str) -> str:
+    return " ".join(part for part in parts if part)
