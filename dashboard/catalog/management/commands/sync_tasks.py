@@ -1,0 +1,65 @@
+"""`manage.py sync_tasks [--every SECONDS] [--inline]`: refresh every in-flight task that is due, once or on
+a schedule. Any number of these may run at once, on any number of machines (see dashboard.catalog.sync)."""
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import close_old_connections
+
+from dashboard.catalog import sync
+
+
+class Command(BaseCommand):
+    help = (
+        "Refresh every in-flight task that is due (longest unchecked first, one item-level call per item). "
+        "By default each item becomes a job for `manage.py db_worker`; --inline refreshes in this process."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--every",
+            type=float,
+            metavar="SECONDS",
+            help="Keep running: start a new cycle this many seconds after the previous one began (Ctrl-C stops).",
+        )
+        parser.add_argument(
+            "--inline",
+            action="store_true",
+            help="Call Vionlabs from this process instead of enqueueing jobs for the workers (cron, no worker).",
+        )
+        parser.add_argument(
+            "--batch-size", type=int, default=100, help="Items claimed per short transaction (default 100)."
+        )
+
+    def handle(self, *args: Any, every: float | None, inline: bool, batch_size: int, **options: Any) -> None:
+        if every is not None and every <= 0:
+            raise CommandError("--every must be a positive number of seconds.")
+        if batch_size <= 0:
+            raise CommandError("--batch-size must be positive.")
+        try:
+            while True:
+                started = time.monotonic()
+                # A long-lived process must not keep a connection the database has since dropped.
+                close_old_connections()
+                report = sync.run_cycle(inline=inline, batch_size=batch_size)
+                self._report(report, inline=inline)
+                if every is None:
+                    return
+                time.sleep(max(0.0, every - (time.monotonic() - started)))
+        except KeyboardInterrupt:
+            self.stdout.write("Stopped.")
+
+    def _report(self, report: sync.CycleReport, *, inline: bool) -> None:
+        verb = "refreshed" if inline else "queued for refresh"
+        line = f"{report.claimed} item(s) {verb}"
+        if inline and report.outcomes:
+            line += " (" + ", ".join(f"{n} {what}" for what, n in sorted(report.outcomes.items())) + ")"
+        if report.budget_waits:
+            line += f"; waited {report.budget_waits} time(s) for the per-minute request budget"
+        if report.breaker == "open":
+            line += f"; Vionlabs failing, sync paused until {report.paused_until:%Y-%m-%d %H:%M:%S %Z}"
+        elif report.breaker == "half-open":
+            line += "; Vionlabs was failing: sent one probe"
+        if int(self.verbosity) >= 1:
+            self.stdout.write(line + ".")
