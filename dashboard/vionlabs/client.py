@@ -1,0 +1,665 @@
+"""The typed client of the Vionlabs Tasks API (and the Catalog API's listing): one class over one Session.
+
+Why it looks the way it does:
+- One retry layer (ours): urllib3's retries are off, so a POST is never silently sent twice.
+- The key travels as the `key` query parameter, set once on the session. requests and urllib3 put full URLs
+  into exception messages and DEBUG logs, so their exceptions never leave this module (ours are raised
+  outside the `except` block, with no chained cause) and a log filter redacts the key on urllib3's loggers.
+- A read timeout only bounds the gap between two bytes; a per-attempt wall-clock deadline bounds the body.
+"""
+
+import email.utils
+import html
+import http
+import http.client
+import json
+import logging
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any, Protocol
+from urllib.parse import quote, quote_plus, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.util.retry import Retry
+
+from .errors import (
+    FieldError,
+    VionlabsBadResponse,
+    VionlabsError,
+    VionlabsNotFound,
+    VionlabsRateLimited,
+    VionlabsRejected,
+    VionlabsUnauthorized,
+    VionlabsUnavailable,
+)
+from .types import CatalogEntry, ItemTask, Link, TaskState
+
+log = logging.getLogger(__name__)
+
+TASK_PATH = "/tasks/catalog-item/{inventory_id}/product/{product}/version/{version}"
+ITEM_TASKS_PATH = "/tasks/catalog-item/{inventory_id}"
+CATALOG_PATH = "/catalog/v1/item"
+
+_CHUNK = 64 * 1024
+_MAX_BODY = 16 * 1024 * 1024  # far above any real answer; stops a runaway body from eating memory
+_DETAIL_CHARS = 300  # how much of a server's own explanation goes into a message
+
+
+class ThrottleLike(Protocol):
+    """What the client needs of a shared throttle (see `Throttle`)."""
+
+    def wait(self) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+
+class _ShapeError(Exception):
+    """The JSON parsed but is not the documented shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One logical call, for messages and the retry policy (never holds the URL or the key)."""
+
+    method: str
+    template: str
+    params: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def idempotent(self) -> bool:
+        return self.method in ("GET", "DELETE")
+
+    @property
+    def mutating(self) -> bool:
+        return self.method != "GET"
+
+    def describe(self) -> str:
+        values = ", ".join(f"{name} {str(value)!r}" for name, value in self.params.items())
+        return f"{self.method} {self.template}" + (f" for {values}" if values else "")
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    error: VionlabsError
+    retryable: bool
+    retry_after: float | None = None
+    label: str = "failed"
+
+
+class _KeyRedactor(logging.Filter):
+    """Rewrites log records so that neither `key=` query values nor a known key (in any encoding) survive."""
+
+    _QUERY_KEY = re.compile(r"((?:^|[?&;])key(?:=|%3D))[^&#\s\"'<>]*", re.IGNORECASE)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._forms: tuple[str, ...] = ()
+
+    def add(self, secret: str) -> None:
+        """Remember a key and the forms it takes in URLs, JSON, HTML and reprs."""
+        if not secret:
+            return
+        forms = {
+            secret,
+            quote(secret, safe=""),
+            quote(secret),
+            quote_plus(secret),
+            json.dumps(secret)[1:-1],
+            json.dumps(secret, ensure_ascii=False)[1:-1],
+            html.escape(secret),
+            html.escape(secret, quote=False),
+            repr(secret)[1:-1],
+        }
+        with self._lock:
+            self._forms = tuple(sorted(set(self._forms) | {f for f in forms if f}, key=len, reverse=True))
+
+    def redact(self, text: str) -> str:
+        """Return `text` with every known key form and every `key=` value replaced."""
+        for form in self._forms:
+            text = text.replace(form, "[redacted]")
+        return self._QUERY_KEY.sub(r"\1[redacted]", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not break logging; redact what there is
+            message = str(record.msg)
+        record.msg, record.args = self.redact(message), None
+        if record.exc_info:
+            # Tracebacks of requests' errors hold the URL: format now, redact, and drop the live exception.
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
+
+_REDACTOR = _KeyRedactor()
+_PROTECTED_LOGGERS = (
+    "urllib3",
+    "urllib3.connectionpool",
+    "urllib3.connection",
+    "urllib3.poolmanager",
+    "urllib3.response",
+    "urllib3.util.retry",
+    "urllib3.contrib.pyopenssl",
+    "urllib3.http2.connection",
+    "requests",
+    __name__,
+)
+
+
+def _protect_logs(secret: str) -> None:
+    """Install (idempotently) the key redactor on urllib3's and our loggers (a filter does not inherit)."""
+    _REDACTOR.add(secret)
+    names = set(_PROTECTED_LOGGERS)
+    names.update(name for name in list(logging.Logger.manager.loggerDict) if name.startswith("urllib3."))
+    for name in names:
+        logging.getLogger(name).addFilter(_REDACTOR)  # addFilter ignores a filter already installed
+
+
+def _build_path(template: str, params: Mapping[str, str]) -> str:
+    """Fill `template` with percent-encoded segments; refuse segments that would address another path."""
+    encoded = {}
+    for name, value in params.items():
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+        if value in ("", ".", ".."):
+            # urllib3 removes dot segments and an empty one collapses: the request would hit another endpoint.
+            raise VionlabsRejected(
+                f"The {name} {value!r} cannot be sent to Vionlabs: an empty, '.' or '..' path segment "
+                f"would address another endpoint; correct the {name}.",
+                status_code=None,
+                details=(FieldError(loc=f"path.{name}", msg="must not be empty, '.' or '..'"),),
+            )
+        encoded[name] = quote(value, safe="")
+    return template.format_map(encoded)
+
+
+def _parse_retry_after(value: str | None, *, cap: float, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or HTTP-date), clamped to [0, cap]; None if unusable."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = when.timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), cap)
+
+
+def _may_have_been_sent(exc: Exception) -> bool:
+    """False only when the connection failed before any byte of the request left (refused, DNS, connect timeout)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    # NameResolutionError is a NewConnectionError; both happen before the request is written.
+    return not isinstance(reason, NewConnectionError | ConnectTimeoutError)
+
+
+def _read_body(response: requests.Response, deadline: float) -> tuple[bytes, str | None]:
+    """Read the body in chunks until EOF; return (body, problem) where problem is timeout/broken/too_large."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while chunk := response.raw.read1(_CHUNK, decode_content=True):
+            size += len(chunk)
+            if size > _MAX_BODY:
+                return b"", "too_large"
+            chunks.append(chunk)
+            # read1 returns as soon as any bytes arrive, so a dripping server is caught here.
+            if time.monotonic() > deadline:
+                return b"", "timeout"
+    except (ReadTimeoutError, TimeoutError):
+        return b"", "timeout"
+    except (Urllib3Error, OSError, http.client.HTTPException):
+        return b"", "broken"
+    return b"".join(chunks), None
+
+
+def _decode_json(body: bytes) -> tuple[Any, bool]:
+    """Parse JSON; (data, True) on success, (None, False) otherwise."""
+    try:
+        return json.loads(body), True
+    except (ValueError, RecursionError):
+        return None, False
+
+
+def _details(data: Any) -> tuple[FieldError, ...]:
+    """FastAPI's `detail`: a list of {loc, msg} items, or a plain string; anything else gives no details."""
+    detail = data.get("detail") if isinstance(data, dict) else None
+    if isinstance(detail, str) and detail.strip():
+        return (FieldError(loc="", msg=_REDACTOR.redact(detail.strip()[:_DETAIL_CHARS])),)
+    if not isinstance(detail, list):
+        return ()
+    items = []
+    for item in detail:
+        if not isinstance(item, dict):
+            continue
+        loc = item.get("loc")
+        loc_text = ".".join(str(part) for part in loc) if isinstance(loc, list) else str(loc or "")
+        msg = str(item.get("msg") or item.get("type") or "invalid")
+        items.append(FieldError(loc=_REDACTOR.redact(loc_text), msg=_REDACTOR.redact(msg[:_DETAIL_CHARS])))
+    return tuple(items)
+
+
+def _error_text(value: Any) -> str | None:
+    """A task's `error`: None or a string; anything else is kept as compact JSON rather than refused."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _text(value: Any, what: str, *, optional: bool = False) -> str | None:
+    """A string field (numbers tolerated, as versions and ids may be numeric); raise _ShapeError otherwise."""
+    if value is None and optional:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise _ShapeError(f"{what} is missing or not a string")
+
+
+def _parse_task_state(data: Any) -> TaskState:
+    """A TaskStatus object: status (kept as given), error, and `_links` as Link tuples."""
+    if not isinstance(data, dict):
+        raise _ShapeError("expected an object")
+    status = data.get("status")
+    if not isinstance(status, str):
+        raise _ShapeError("'status' is missing or not a string")
+    raw_links = data.get("_links")
+    if raw_links is None:
+        raw_links = {}
+    if not isinstance(raw_links, dict):
+        raise _ShapeError("'_links' is not an object")
+    links = []
+    for name, entry in raw_links.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("href"), str):
+            raise _ShapeError(f"link {name!r} has no 'href' string")
+        method = entry.get("method")
+        links.append(
+            Link(
+                name=name, method=method if isinstance(method, str) and method else "GET", href=entry["href"]
+            )
+        )
+    return TaskState(status=status, error=_error_text(data.get("error")), links=tuple(links))
+
+
+def _parse_item_tasks(data: Any) -> list[ItemTask]:
+    """The item-level list: [{"task_status": {"status", "error"}, "product", "version"}]."""
+    if not isinstance(data, list):
+        raise _ShapeError("expected a list")
+    tasks = []
+    for entry in data:
+        if not isinstance(entry, dict) or not isinstance(entry.get("task_status"), dict):
+            raise _ShapeError("an entry has no 'task_status' object")
+        task_status = entry["task_status"]
+        status = task_status.get("status")
+        if not isinstance(status, str):
+            raise _ShapeError("a 'task_status' has no 'status' string")
+        tasks.append(
+            ItemTask(
+                product=_text(entry.get("product"), "'product'") or "",
+                version=_text(entry.get("version"), "'version'") or "",
+                status=status,
+                error=_error_text(task_status.get("error")),
+            )
+        )
+    return tasks
+
+
+def _parse_catalog_page(data: Any) -> list[CatalogEntry]:
+    """One page of the catalog listing: [{"id", "vionlabs_id", "type"}]."""
+    if not isinstance(data, list):
+        raise _ShapeError("expected a list")
+    entries = []
+    for entry in data:
+        if not isinstance(entry, dict):
+            raise _ShapeError("an entry is not an object")
+        entries.append(
+            CatalogEntry(
+                id=_text(entry.get("id"), "'id'") or "",
+                vionlabs_id=_text(entry.get("vionlabs_id"), "'vionlabs_id'", optional=True),
+                type=_text(entry.get("type"), "'type'", optional=True) or "",
+            )
+        )
+    return entries
+
+
+class VionlabsClient:
+    """Client of the Vionlabs Tasks API; thread-safe, one connection pool; raises only VionlabsError kinds."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        timeout: float = 10.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        backoff_cap: float = 30.0,
+        retry_after_cap: float = 120.0,
+        pool_size: int = 16,
+        throttle: ThrottleLike | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("base_url must be an http(s) URL such as https://apis.prod.vionlabs.com")
+        if parts.query or parts.fragment:
+            raise ValueError("base_url must not carry a query string or fragment; pass the key as api_key")
+        if not timeout > 0 or max_retries < 0 or pool_size < 1:
+            raise ValueError("timeout must be > 0, max_retries >= 0 and pool_size >= 1")
+        _protect_logs(api_key)
+        self._base_url = base_url.rstrip("/")
+        self._timeout = float(timeout)
+        self._max_retries = max_retries
+        self._backoff = backoff
+        self._backoff_cap = backoff_cap
+        self._retry_after_cap = retry_after_cap
+        self._throttle = throttle
+        self._sleep = sleep
+        self._has_key = bool(api_key)
+        self._session = requests.Session()
+        # The one place the key is added: requests merges session params into every request's query.
+        self._session.params = {"key": api_key}
+        self._session.headers.update({"Accept": "application/json", "User-Agent": "vionlabs-dashboard"})
+        self._session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # no state between calls
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=Retry(0, read=False))
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def __repr__(self) -> str:
+        key = "'***'" if self._has_key else "''"
+        return (
+            f"VionlabsClient(base_url={self._base_url!r}, api_key={key}, timeout={self._timeout:g}, "
+            f"max_retries={self._max_retries})"
+        )
+
+    def __enter__(self) -> "VionlabsClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+    def get_task(self, inventory_id: str, product: str, version: str) -> TaskState:
+        """Read one task's status; raises a VionlabsError kind (NotFound when there is no such task)."""
+        params = {"inventory_id": inventory_id, "product": product, "version": version}
+        return self._call("GET", TASK_PATH, params, parse=_parse_task_state)
+
+    def create_task(self, inventory_id: str, product: str, version: str, priority: str = "low") -> TaskState:
+        """Create a task (POST, never retried once sent: on outcome_unknown re-read it with get_task)."""
+        params = {"inventory_id": inventory_id, "product": product, "version": version}
+        return self._call(
+            "POST", TASK_PATH, params, body={"priority": str(priority)}, parse=_parse_task_state
+        )
+
+    def deactivate_task(self, inventory_id: str, product: str, version: str) -> TaskState:
+        """Deactivate a task (DELETE); raises a VionlabsError kind."""
+        params = {"inventory_id": inventory_id, "product": product, "version": version}
+        return self._call("DELETE", TASK_PATH, params, parse=_parse_task_state)
+
+    def list_item_tasks(self, inventory_id: str) -> list[ItemTask]:
+        """List every task of one item; raises a VionlabsError kind."""
+        return self._call("GET", ITEM_TASKS_PATH, {"inventory_id": inventory_id}, parse=_parse_item_tasks)
+
+    def list_catalog_items(self, *, page_num: int, page_size: int = 500) -> list[CatalogEntry]:
+        """Read one page of the Vionlabs catalog (Catalog API); raises a VionlabsError kind."""
+        if page_num < 0 or page_size < 1:
+            raise ValueError("page_num must be >= 0 and page_size >= 1")
+        query = {"page_num": page_num, "page_size": page_size}
+        return self._call("GET", CATALOG_PATH, {}, query=query, parse=_parse_catalog_page)
+
+    def iter_catalog_items(self, *, page_size: int = 500) -> Iterator[CatalogEntry]:
+        """Yield the whole Vionlabs catalog page by page, stopping after the first short page."""
+        previous: list[CatalogEntry] | None = None
+        page_num = 0
+        while True:
+            page = self.list_catalog_items(page_num=page_num, page_size=page_size)
+            if page and page == previous:
+                # A server that ignores page_num would otherwise keep us looping forever.
+                raise VionlabsBadResponse(
+                    f"Vionlabs returned the same catalog page for page_num {page_num - 1} and {page_num}; "
+                    "the listing cannot be trusted, report this to Vionlabs."
+                )
+            yield from page
+            if len(page) < page_size:
+                return
+            previous, page_num = page, page_num + 1
+
+    def _call(
+        self,
+        method: str,
+        template: str,
+        params: Mapping[str, str],
+        *,
+        parse: Callable[[Any], Any],
+        body: dict[str, Any] | None = None,
+        query: Mapping[str, object] | None = None,
+    ) -> Any:
+        """Send with bounded retries; return the parsed answer or raise a VionlabsError (never chained)."""
+        url = self._base_url + _build_path(template, params)
+        call = _Call(method, template, {**params, **(query or {})})
+        attempts = self._max_retries + 1
+        for attempt in range(1, attempts + 1):
+            if self._throttle is not None:
+                self._throttle.wait()
+            started = time.monotonic()
+            outcome = self._attempt(call, url, body, query, parse)
+            elapsed = time.monotonic() - started
+            if isinstance(outcome, _Done):
+                log.debug("%s %s -> ok in %.3f s (attempt %d)", method, template, elapsed, attempt)
+                return outcome.data
+            delay = (
+                outcome.retry_after if outcome.retry_after is not None else self._backoff_delay(attempt - 1)
+            )
+            if isinstance(outcome.error, VionlabsRateLimited) and self._throttle is not None:
+                self._throttle.pause(delay)  # slow every thread sharing the throttle, not just this one
+            if not outcome.retryable or attempt == attempts:
+                log.info(
+                    "%s %s -> %s in %.3f s (attempt %d, giving up)",
+                    method,
+                    template,
+                    outcome.label,
+                    elapsed,
+                    attempt,
+                )
+                raise outcome.error from None
+            log.warning(
+                "%s %s -> %s in %.3f s (attempt %d of %d); retrying in %.2f s",
+                method, template, outcome.label, elapsed, attempt, attempts, delay,
+            )  # fmt: skip
+            self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _backoff_delay(self, retry: int) -> float:
+        """Capped exponential backoff with full jitter."""
+        return random.uniform(0, min(self._backoff_cap, self._backoff * 2 ** min(retry, 60)))  # noqa: S311
+
+    def _attempt(
+        self,
+        call: _Call,
+        url: str,
+        body: dict[str, Any] | None,
+        query: Mapping[str, object] | None,
+        parse: Callable[[Any], Any],
+    ) -> _Done | _Failure:
+        """One HTTP exchange, turned into a result or a classified failure; never raises requests' errors."""
+        deadline = time.monotonic() + self._timeout
+        failure = None
+        try:
+            response = self._session.request(
+                call.method,
+                url,
+                params=query,
+                json=body,
+                timeout=(self._timeout, self._timeout),
+                allow_redirects=False,
+                stream=True,
+            )
+        except (requests.RequestException, Urllib3Error) as exc:
+            failure = self._transport_failure(call, sent=_may_have_been_sent(exc), timeout=_is_timeout(exc))
+        if failure is not None:
+            return failure
+        with response:
+            content, problem = _read_body(response, deadline)
+        if problem == "too_large":
+            return self._bad_response(call, f"the answer is larger than {_MAX_BODY // 2**20} MB")
+        if problem is not None:
+            return self._transport_failure(call, sent=True, timeout=problem == "timeout")
+        return self._interpret(call, response.status_code, response.headers, content, parse)
+
+    def _interpret(
+        self,
+        call: _Call,
+        status: int,
+        headers: Mapping[str, str],
+        content: bytes,
+        parse: Callable[[Any], Any],
+    ) -> _Done | _Failure:
+        """Map an HTTP answer to a parsed result or a failure of the right kind."""
+        what = call.describe()
+        data, is_json = _decode_json(content)
+        if 200 <= status < 300:
+            if not is_json:
+                return self._bad_response(call, "the answer is not JSON")
+            try:
+                return _Done(parse(data))
+            except _ShapeError as exc:
+                reason = str(exc)
+            return self._bad_response(call, reason)
+        if 300 <= status < 400:
+            return self._bad_response(
+                call,
+                f"it redirects (HTTP {status}), which the client does not follow; check VIONLABS_API_URL",
+            )
+        retry_after = _parse_retry_after(
+            headers.get("Retry-After"), cap=self._retry_after_cap, now=time.time()
+        )
+        if status in (401, 403):
+            error: VionlabsError = VionlabsUnauthorized(
+                f"Vionlabs refused the API key (HTTP {status}) for {what}: the key is missing or invalid, or has "
+                "no access to the Tasks API; check VIONLABS_API_KEY.",
+                status_code=status,
+            )
+            return _Failure(error, retryable=False, label=f"HTTP {status}")
+        if status == 404:
+            error = VionlabsNotFound(
+                f"Vionlabs has no such item or task ({what}); check the inventory id, product and version, and "
+                "that the item is in the Vionlabs catalog (a newly ingested item can take a while to appear).",
+                status_code=404,
+            )
+            return _Failure(error, retryable=False, label="HTTP 404")
+        if status == 429:
+            when = f"in {retry_after:g} s" if retry_after is not None else "in a minute"
+            error = VionlabsRateLimited(
+                f"Vionlabs asks us to slow down ({what}); try again {when}.", retry_after=retry_after
+            )
+            # A POST is the caller's to repeat: it may want to re-read the task first.
+            return _Failure(error, retryable=call.idempotent, retry_after=retry_after, label="HTTP 429")
+        if 400 <= status < 500:
+            details = _details(data)
+            because = "; ".join(str(detail) for detail in details) or _phrase(status)
+            error = VionlabsRejected(
+                f"Vionlabs rejected {what} (HTTP {status}): {because}. Correct the request and try again.",
+                status_code=status,
+                details=details,
+            )
+            return _Failure(error, retryable=False, label=f"HTTP {status}")
+        if status >= 500:
+            unknown = call.mutating
+            error = VionlabsUnavailable(
+                f"Vionlabs failed with HTTP {status} ({_phrase(status)}) on {what}; try again in a minute."
+                + (_OUTCOME_UNKNOWN if unknown else ""),
+                status_code=status,
+                outcome_unknown=unknown,
+            )
+            return _Failure(error, retryable=call.idempotent, retry_after=retry_after, label=f"HTTP {status}")
+        return self._bad_response(call, f"unexpected HTTP status {status}")
+
+    def _transport_failure(self, call: _Call, *, sent: bool, timeout: bool) -> _Failure:
+        """A connection-level failure; retryable when nothing was sent or the method is idempotent."""
+        what = call.describe()
+        if not sent:
+            within = f" within {self._timeout:g} s" if timeout else ""
+            message = (
+                f"Could not connect to Vionlabs{within} ({what}); check the network and VIONLABS_API_URL, "
+                "or try again in a minute."
+            )
+            label = "connect timeout" if timeout else "connection failed"
+        elif timeout:
+            message = f"Vionlabs did not answer in {self._timeout:g} s ({what}); try again in a minute."
+            label = "timeout"
+        else:
+            message = f"The connection to Vionlabs broke during {what}; try again in a minute."
+            label = "connection broke"
+        unknown = sent and call.mutating
+        if unknown:
+            message += _OUTCOME_UNKNOWN
+        error = VionlabsUnavailable(message, outcome_unknown=unknown)
+        return _Failure(error, retryable=not sent or call.idempotent, label=label)
+
+    def _bad_response(self, call: _Call, reason: str) -> _Failure:
+        """An answer the client cannot use; never retried (asking again would give the same)."""
+        error = VionlabsBadResponse(
+            f"Vionlabs answered {call.describe()} in an unexpected way: {reason}. If this persists, the API may "
+            "have changed; report it to the developers."
+        )
+        return _Failure(error, retryable=False, label="bad response")
+
+
+_OUTCOME_UNKNOWN = (
+    " The change may or may not have reached Vionlabs: refresh the task to see its state before acting again."
+)
+
+
+def _phrase(status: int) -> str:
+    """The standard reason phrase of an HTTP status, or a generic one."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "no reason given"
+
+
+def _is_timeout(exc: Exception) -> bool:
+    """Whether a requests/urllib3 error was a timeout (connect or read)."""
+    if isinstance(exc, requests.Timeout | ReadTimeoutError):
+        return True
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, ConnectTimeoutError | ReadTimeoutError) and not isinstance(
+        reason, NewConnectionError
+    )
