@@ -68,3 +68,34 @@ def pytest_sessionfinish(session, exitstatus):
         skipped = [r for r in stats.get("skipped", []) if EXPECTED_SKIP not in _skip_reason(r)]
         if skipped or not stats.get("passed"):
             session.exitstatus = 1
+
+
+# -- the Vionlabs sandbox on a real port (integration and browser tests) ---------------------------------------
+
+#: Short enough that a test sees a task through pending → processing → done in under a second.
+SANDBOX_TEST_OPTIONS = {"pending_seconds": 0.2, "processing_seconds": 0.4}
+
+
+@pytest.fixture(scope="session")
+def _sandbox_server():
+    from dashboard.sandbox import Sandbox
+
+    server = Sandbox(host="127.0.0.1", port=0, **SANDBOX_TEST_OPTIONS).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sandbox(_sandbox_server):
+    """The sandbox with no tasks, zeroed counts and the test options (`.configure(**options)` to change them)."""
+    _sandbox_server.reset()
+    yield _sandbox_server
+    _sandbox_server.reset()
+
+
+@pytest.fixture
+def use_sandbox(settings, sandbox):
+    """Point the project's Vionlabs settings at the sandbox."""
+    settings.VIONLABS_API_URL = sandbox.url
+    settings.VIONLABS_API_KEY = sandbox.api_key
+    return sandbox
