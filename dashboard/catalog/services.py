@@ -183,29 +183,21 @@ def _apply(task: ProductTask, answer: _Answer, observed_at: dt.datetime) -> bool
     return True
 
 
-def _clear_marker(task: ProductTask, action: str, started_at: dt.datetime | None) -> None:
+def _clear_marker(task: ProductTask, started_at: dt.datetime) -> None:
     # Only our own marker: one that expired and was taken over by another caller is theirs to clear.
-    if task.action_in_progress == action and task.action_started_at == started_at:
+    if task.action_in_progress and task.action_started_at == started_at:
         task.action_in_progress = ""
         task.action_started_at = None
 
 
 def _event(
-    task: ProductTask,
-    *,
-    action: str,
-    status_before: str,
-    actor: "User | None",
-    source: str,
-    operation: Operation | None,
-    error: str = "",
-    note: str = "",
-) -> TaskEvent:
-    return TaskEvent.objects.create(
+    task: ProductTask, *, action: str, status_before: str, who: "_Who", error: str = "", note: str = ""
+) -> None:
+    TaskEvent.objects.create(
         task=task,
-        actor=actor,
-        source=source,
-        operation=operation,
+        actor=who.actor,
+        source=who.source,
+        operation=who.operation,
         action=action,
         status_before=status_before,
         status_after=task.status,
@@ -222,6 +214,16 @@ def _stale_note(answer: _Answer) -> str:
 
 
 # --- Mutations (create, retry, deactivate) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Who:
+    """Who acted, from where, as part of what, and why: copied onto every event of one service call."""
+
+    actor: "User | None"
+    source: str
+    operation: Operation | None
+    note: str = ""
 
 
 def _validate_create(*, product: str, version: str, priority: str) -> None:
@@ -256,6 +258,43 @@ def _mark(task: ProductTask, action: str, now: dt.datetime) -> None:
     task.save(update_fields=["action_in_progress", "action_started_at", "updated_at"])
 
 
+def _record_answer(
+    task: ProductTask,
+    *,
+    answer: _Answer,
+    observed_at: dt.datetime,
+    action: str,
+    started_at: dt.datetime,
+    who: _Who,
+    priority: str | None = None,
+    note: str = "",
+    sync_error: str = "",
+) -> ProductTask:
+    """Record a mutation's answer (or the read that settled it) with its event, and release the marker."""
+    with transaction.atomic():
+        task = _relock(task)
+        status_before = task.status
+        applied = _apply(task, answer, observed_at)
+        if priority is not None:
+            task.priority = priority
+            task.requested_by = who.actor
+            task.requested_at = observed_at
+        if sync_error:
+            task.sync_error = sync_error
+            task.sync_error_at = timezone.now()
+        _clear_marker(task, started_at)
+        task.save()
+        _event(
+            task,
+            action=action,
+            status_before=status_before,
+            who=who,
+            error=sync_error or answer.error,
+            note=_join(who.note, note, "" if applied else _stale_note(answer)),
+        )
+    return task
+
+
 def task_create(
     *,
     item: CatalogItem,
@@ -269,7 +308,7 @@ def task_create(
 ) -> ProductTask:
     """Create the task at Vionlabs (one POST) and record it; raises ActionRefused, or the client's error."""
     _validate_create(product=product, version=version, priority=priority)
-    actor = _actor(actor)
+    who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
         task, _ = ProductTask.objects.select_for_update().get_or_create(
@@ -284,16 +323,7 @@ def task_create(
                 "it was not created again."
             )
         _mark(task, EventAction.CREATE, now)
-    return _send_create(
-        task=task,
-        action=EventAction.CREATE,
-        priority=priority,
-        started_at=now,
-        actor=actor,
-        source=source,
-        operation=operation,
-        note=note,
-    )
+    return _send_create(task, action=EventAction.CREATE, priority=priority, started_at=now, who=who)
 
 
 def task_retry(
@@ -306,7 +336,7 @@ def task_retry(
 ) -> ProductTask:
     """Create a failed or deactivated task again (a new POST on the same key); raises ActionRefused or the
     client's error."""
-    actor = _actor(actor)
+    who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
         task = ProductTask.objects.select_for_update().select_related("item").get(pk=task.pk)
@@ -317,211 +347,112 @@ def task_retry(
                 f"Only a failed or deactivated task can be retried; {task.product} {task.version} for "
                 f"{task.item.inventory_id} is {task.status or 'not yet known to Vionlabs'}."
             )
-        _mark(task, EventAction.CREATE, now)
-    return _send_create(
-        task=task,
-        action=EventAction.RETRY,
-        priority=task.priority,
-        started_at=now,
-        actor=actor,
-        source=source,
-        operation=operation,
-        note=note,
-    )
+        _mark(task, EventAction.RETRY, now)
+    return _send_create(task, action=EventAction.RETRY, priority=task.priority, started_at=now, who=who)
 
 
 def _send_create(
-    *,
-    task: ProductTask,
-    action: str,
-    priority: str,
-    started_at: dt.datetime,
-    actor: "User | None",
-    source: str,
-    operation: Operation | None,
-    note: str,
+    task: ProductTask, *, action: str, priority: str, started_at: dt.datetime, who: _Who
 ) -> ProductTask:
     client = get_client()
-    status_before = task.status
     observed_at = timezone.now()
     try:
         ensure_no_transaction()
         state = client.create_task(task.item.inventory_id, task.product, task.version, priority=priority)
     except VionlabsUnavailable as error:
-        if not error.outcome_unknown:
-            return _record_failure(
-                task=task,
-                action=action,
-                marker=started_at,
-                error=error,
-                actor=actor,
-                source=source,
-                operation=operation,
-                note=note,
+        if error.outcome_unknown:
+            return _reconcile_create(
+                task, action=action, priority=priority, started_at=started_at, who=who, error=error
             )
-        return _reconcile_create(
-            task=task,
-            action=action,
-            priority=priority,
-            started_at=started_at,
-            error=error,
-            status_before=status_before,
-            actor=actor,
-            source=source,
-            operation=operation,
-            note=note,
-        )
-    except VionlabsError as error:
-        return _record_failure(
-            task=task,
-            action=action,
-            marker=started_at,
-            error=error,
-            actor=actor,
-            source=source,
-            operation=operation,
-            note=note,
-        )
-    except BaseException:
-        _release(task, action=EventAction.CREATE, started_at=started_at)
+        _record_failure(task, action=action, started_at=started_at, error=error, who=who)
         raise
-    with transaction.atomic():
-        task = _relock(task)
-        answer = _answer_from_state(state)
-        applied = _apply(task, answer, observed_at)
-        task.priority = priority
-        task.requested_by = actor
-        task.requested_at = observed_at
-        _clear_marker(task, EventAction.CREATE, started_at)
-        task.save()
-        _event(
-            task,
-            action=action,
-            status_before=status_before,
-            actor=actor,
-            source=source,
-            operation=operation,
-            error=answer.error,
-            note=_join(note, "" if applied else _stale_note(answer)),
-        )
+    except VionlabsError as error:
+        _record_failure(task, action=action, started_at=started_at, error=error, who=who)
+        raise
+    except BaseException:
+        _release(task, started_at=started_at)
+        raise
+    task = _record_answer(
+        task,
+        answer=_answer_from_state(state),
+        observed_at=observed_at,
+        action=action,
+        started_at=started_at,
+        who=who,
+        priority=priority,
+    )
     _record_health(None)
     return task
 
 
 def _reconcile_create(
-    *,
     task: ProductTask,
+    *,
     action: str,
     priority: str,
     started_at: dt.datetime,
+    who: _Who,
     error: VionlabsUnavailable,
-    status_before: str,
-    actor: "User | None",
-    source: str,
-    operation: Operation | None,
-    note: str,
 ) -> ProductTask:
     """The POST may have reached Vionlabs: ask (one GET on the natural key) instead of sending it again."""
     record_upstream_failure(error)
-    client = get_client()
+    label = f"{task.product} {task.version} for {task.item.inventory_id}"
     observed_at = timezone.now()
     try:
-        ensure_no_transaction()
-        state = client.get_task(task.item.inventory_id, task.product, task.version)
-    except VionlabsNotFound:
+        state = _read_task(task)
+    except VionlabsNotFound as not_found:
         message = (
-            f"Vionlabs did not create {task.product} {task.version} for {task.item.inventory_id}: the create "
-            f"request failed ({error}) and a follow-up read found no such task. Try again."
+            f"The task was not created: Vionlabs did not create {label}. The create request failed ({error}) "
+            "and a follow-up read found no such task. Try again."
         )
         _record_failure(
-            task=task,
-            action=action,
-            marker=started_at,
-            error=TaskNotCreated(message),
-            actor=actor,
-            source=source,
-            operation=operation,
-            note=note,
-            reraise=False,
-            health=False,
+            task, action=action, started_at=started_at, error=not_found, who=who, sync_error=message
         )
-        record_upstream_success()
         raise TaskNotCreated(message, status_code=404) from error
     except VionlabsError as read_error:
-        sync_error = (
-            f"Outcome unknown: the create request may or may not have reached Vionlabs ({error}), and the "
-            f"follow-up read failed too ({read_error}). A refresh will settle it."
+        message = (
+            f"Outcome unknown: the create request for {label} may or may not have reached Vionlabs ({error}), "
+            f"and the follow-up read failed too ({read_error}). A refresh will settle it."
         )
         _record_failure(
-            task=task,
-            action=action,
-            marker=started_at,
-            error=read_error,
-            actor=actor,
-            source=source,
-            operation=operation,
-            note=note,
-            sync_error=sync_error,
-            reraise=False,
-            health=False,
+            task, action=action, started_at=started_at, error=read_error, who=who, sync_error=message
         )
-        _record_health(read_error)
         raise error from read_error
     except BaseException:
-        _release(task, action=EventAction.CREATE, started_at=started_at)
+        _release(task, started_at=started_at)
         raise
     answer = _answer_from_state(state)
+    record_upstream_success()
     if answer.status in RETRYABLE_STATUSES:
-        # Found, but failed or deactivated: the old task, so the POST did not land (or it failed at once);
-        # either way nothing is running and the operator should try again.
+        # Found, but failed or deactivated: most likely the old task, the POST having never landed (or it failed
+        # at once). Either way nothing is running, and the operator should try again.
         message = (
-            f"Vionlabs did not start {task.product} {task.version} for {task.item.inventory_id}: the "
-            f"request failed ({error}) and a follow-up read shows the task {answer.status}. Try again."
+            f"The task was not created: the create request for {label} failed ({error}) and a follow-up read "
+            f"shows the task {answer.status}. Try again."
         )
-        with transaction.atomic():
-            task = _relock(task)
-            before = task.status
-            _apply(task, answer, observed_at)
-            task.sync_error = message
-            task.sync_error_at = timezone.now()
-            _clear_marker(task, EventAction.CREATE, started_at)
-            task.save()
-            _event(
-                task,
-                action=action,
-                status_before=before,
-                actor=actor,
-                source=source,
-                operation=operation,
-                error=message,
-                note=note,
-            )
-        record_upstream_success()
+        _record_answer(
+            task,
+            answer=answer,
+            observed_at=observed_at,
+            action=action,
+            started_at=started_at,
+            who=who,
+            sync_error=message,
+        )
         raise TaskNotCreated(message) from error
-    with transaction.atomic():
-        task = _relock(task)
-        applied = _apply(task, answer, observed_at)
-        task.priority = priority
-        task.requested_by = actor
-        task.requested_at = observed_at
-        _clear_marker(task, EventAction.CREATE, started_at)
-        task.save()
-        reconciled = (
+    return _record_answer(
+        task,
+        answer=answer,
+        observed_at=observed_at,
+        action=action,
+        started_at=started_at,
+        who=who,
+        priority=priority,
+        note=(
             f"The create request's answer was lost ({error}); a follow-up read found the task at Vionlabs "
             f"({answer.status}), so the create succeeded."
-        )
-        _event(
-            task,
-            action=action,
-            status_before=status_before,
-            actor=actor,
-            source=source,
-            operation=operation,
-            error=answer.error,
-            note=_join(note, reconciled, "" if applied else _stale_note(answer)),
-        )
-    record_upstream_success()
-    return task
+        ),
+    )
 
 
 def task_deactivate(
@@ -534,7 +465,7 @@ def task_deactivate(
 ) -> ProductTask:
     """Deactivate the task at Vionlabs (DELETE) and record the answer; raises ActionRefused or the client's
     error (VionlabsNotFound when Vionlabs has no such task)."""
-    actor = _actor(actor)
+    who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
         task = ProductTask.objects.select_for_update().select_related("item").get(pk=task.pk)
@@ -546,59 +477,91 @@ def task_deactivate(
             )
         _mark(task, EventAction.DEACTIVATE, now)
     client = get_client()
-    status_before = task.status
+    action = EventAction.DEACTIVATE
     observed_at = timezone.now()
     try:
         ensure_no_transaction()
         state = client.deactivate_task(task.item.inventory_id, task.product, task.version)
     except VionlabsNotFound as error:
         message = (
-            f"Vionlabs has no task {task.product} {task.version} for {task.item.inventory_id}, so there was "
-            f"nothing to deactivate ({error})."
+            f"Vionlabs has no task {task.product} {task.version} for {task.item.inventory_id}, so nothing was "
+            "deactivated; the status shown here is the last one Vionlabs gave."
         )
-        return _record_failure(
-            task=task,
-            action=EventAction.DEACTIVATE,
-            marker=now,
-            error=error,
-            actor=actor,
-            source=source,
-            operation=operation,
-            note=note,
-            sync_error=message,
-        )
-    except VionlabsError as error:
-        return _record_failure(
-            task=task,
-            action=EventAction.DEACTIVATE,
-            marker=now,
-            error=error,
-            actor=actor,
-            source=source,
-            operation=operation,
-            note=note,
-        )
-    except BaseException:
-        _release(task, action=EventAction.DEACTIVATE, started_at=now)
+        _record_failure(task, action=action, started_at=now, error=error, who=who, sync_error=message)
         raise
-    with transaction.atomic():
-        task = _relock(task)
-        answer = _answer_from_state(state)
-        applied = _apply(task, answer, observed_at)
-        _clear_marker(task, EventAction.DEACTIVATE, now)
-        task.save()
-        _event(
-            task,
-            action=EventAction.DEACTIVATE,
-            status_before=status_before,
-            actor=actor,
-            source=source,
-            operation=operation,
-            error=answer.error,
-            note=_join(note, "" if applied else _stale_note(answer)),
-        )
+    except VionlabsUnavailable as error:
+        if error.outcome_unknown:
+            return _reconcile_deactivate(task, started_at=now, who=who, error=error)
+        _record_failure(task, action=action, started_at=now, error=error, who=who)
+        raise
+    except VionlabsError as error:
+        _record_failure(task, action=action, started_at=now, error=error, who=who)
+        raise
+    except BaseException:
+        _release(task, started_at=now)
+        raise
+    task = _record_answer(
+        task,
+        answer=_answer_from_state(state),
+        observed_at=observed_at,
+        action=action,
+        started_at=now,
+        who=who,
+    )
     _record_health(None)
     return task
+
+
+def _reconcile_deactivate(
+    task: ProductTask, *, started_at: dt.datetime, who: _Who, error: VionlabsUnavailable
+) -> ProductTask:
+    """The DELETE may have reached Vionlabs: read the task so the row says what really happened."""
+    record_upstream_failure(error)
+    action = EventAction.DEACTIVATE
+    observed_at = timezone.now()
+    try:
+        state = _read_task(task)
+    except VionlabsError as read_error:
+        message = (
+            f"Outcome unknown: the deactivation may or may not have reached Vionlabs ({error}), and the "
+            f"follow-up read failed too ({read_error}). A refresh will settle it."
+        )
+        _record_failure(
+            task, action=action, started_at=started_at, error=read_error, who=who, sync_error=message
+        )
+        raise error from read_error
+    except BaseException:
+        _release(task, started_at=started_at)
+        raise
+    answer = _answer_from_state(state)
+    record_upstream_success()
+    if answer.status == TaskStatus.DEACTIVATED:
+        return _record_answer(
+            task,
+            answer=answer,
+            observed_at=observed_at,
+            action=action,
+            started_at=started_at,
+            who=who,
+            note=f"The deactivation's answer was lost ({error}); a follow-up read shows it took effect.",
+        )
+    message = f"The deactivation failed ({error}); a follow-up read shows the task still {answer.status}. Try again."
+    _record_answer(
+        task,
+        answer=answer,
+        observed_at=observed_at,
+        action=action,
+        started_at=started_at,
+        who=who,
+        sync_error=message,
+    )
+    raise error
+
+
+def _read_task(task: ProductTask) -> TaskState:
+    client = get_client()
+    ensure_no_transaction()
+    return client.get_task(task.item.inventory_id, task.product, task.version)
 
 
 # --- Reads (refresh) ------------------------------------------------------------------------------------
@@ -612,31 +575,21 @@ def task_refresh(
     operation: Operation | None = None,
 ) -> ProductTask:
     """Read one task's status from Vionlabs (GET) and record it with an event; raises the client's error."""
-    actor = _actor(actor)
+    who = _Who(_actor(actor), source, operation)
     task = ProductTask.objects.select_related("item").get(pk=task.pk)
-    client = get_client()
     observed_at = timezone.now()
     try:
-        ensure_no_transaction()
-        state = client.get_task(task.item.inventory_id, task.product, task.version)
+        state = _read_task(task)
     except VionlabsError as error:
-        return _record_failure(
-            task=task,
-            action=EventAction.SYNC_FAILED,
-            marker=None,
-            error=error,
-            actor=actor,
-            source=source,
-            operation=operation,
-            note="",
-        )
+        _record_failure(task, action=EventAction.SYNC_FAILED, started_at=None, error=error, who=who)
+        raise
     with transaction.atomic():
         task = _relock(task)
         status_before = task.status
         answer = _answer_from_state(state)
         applied = _apply(task, answer, observed_at)
         task.save()
-        # An explicit refresh is always recorded, unchanged or not: someone (or something) asked.
+        # An explicit refresh is always recorded, changed or not: someone (or something) asked for it.
         if not applied:
             detail = _stale_note(answer)
         elif status_before == task.status:
@@ -647,9 +600,7 @@ def task_refresh(
             task,
             action=EventAction.REFRESH,
             status_before=status_before,
-            actor=actor,
-            source=source,
-            operation=operation,
+            who=who,
             error=answer.error,
             note=detail,
         )
@@ -666,41 +617,42 @@ def item_refresh(
 ) -> list[ProductTask]:
     """Read all of an item's tasks in one call and update every row; tasks found only at Vionlabs get a row
     (event `discover`). Events are written for changes only. Raises the client's error."""
-    actor = _actor(actor)
+    who = _Who(_actor(actor), source, operation)
     client = get_client()
     observed_at = timezone.now()
     try:
         ensure_no_transaction()
         item_tasks = client.list_item_tasks(item.inventory_id)
     except VionlabsError as error:
-        _record_item_failure(item=item, error=error, actor=actor, source=source, operation=operation)
+        _record_item_failure(item=item, error=error, who=who)
         raise
-    version_limit = ProductTask._meta.get_field("version").max_length
     product_limit = ProductTask._meta.get_field("product").max_length
+    version_limit = ProductTask._meta.get_field("version").max_length
     with transaction.atomic():
-        # Lock in a fixed order so two refreshes of one item cannot deadlock.
+        # Lock in a fixed order so that two refreshes of one item cannot deadlock.
         rows = {
             (row.product, row.version): row
             for row in ProductTask.objects.select_for_update().filter(item=item).order_by("pk")
         }
         for item_task in item_tasks:
-            if len(item_task.product) > product_limit or len(item_task.version) > version_limit:
-                logger.warning("Ignoring a task of %s with an over-long product or version", item.pk)
+            key = (item_task.product, item_task.version)
+            if not all(key) or len(key[0]) > product_limit or len(key[1]) > version_limit:
+                logger.warning(
+                    "Ignoring a task of item %s with an empty or over-long product or version", item.pk
+                )
                 continue
             answer = _answer_from_item_task(item_task)
-            row = rows.get((item_task.product, item_task.version))
+            row = rows.get(key)
             if row is None:
                 row = ProductTask(item=item, product=item_task.product, version=item_task.version)
                 _apply(row, answer, observed_at)
                 row.save()
-                rows[(row.product, row.version)] = row
+                rows[key] = row
                 _event(
                     row,
                     action=EventAction.DISCOVER,
                     status_before="",
-                    actor=actor,
-                    source=source,
-                    operation=operation,
+                    who=who,
                     error=answer.error,
                     note="Found at Vionlabs; the dashboard had no row for it.",
                 )
@@ -713,64 +665,43 @@ def item_refresh(
                         row,
                         action=EventAction.REFRESH,
                         status_before=status_before,
-                        actor=actor,
-                        source=source,
-                        operation=operation,
+                        who=who,
                         error=answer.error,
                     )
     _record_health(None)
-    tasks = list(rows.values())
+    tasks = sorted(rows.values(), key=lambda row: (row.product, row.version))
     for row in tasks:
         row.item = item
-    return sorted(tasks, key=lambda row: (row.product, row.version))
+    return tasks
 
 
 # --- Failures -------------------------------------------------------------------------------------------
 
 
 def _record_failure(
-    *,
     task: ProductTask,
+    *,
     action: str,
-    marker: dt.datetime | None,
+    started_at: dt.datetime | None,
     error: VionlabsError,
-    actor: "User | None",
-    source: str,
-    operation: Operation | None,
-    note: str,
-    sync_error: str | None = None,
-    reraise: bool = True,
-    health: bool = True,
-) -> ProductTask:
-    """Keep the last known status, note the failure on the row with its event, then re-raise the error."""
+    who: _Who,
+    sync_error: str = "",
+) -> None:
+    """Keep the last known status; note the failure on the row with its event and in UpstreamHealth.
+    The caller then raises."""
     message = sync_error or str(error)
     with transaction.atomic():
         task = _relock(task)
         task.sync_error = message
         task.sync_error_at = timezone.now()
-        if marker is not None:
-            _clear_marker(task, task.action_in_progress or action, marker)
+        if started_at is not None:
+            _clear_marker(task, started_at)
         task.save()
-        _event(
-            task,
-            action=action,
-            status_before=task.status,
-            actor=actor,
-            source=source,
-            operation=operation,
-            error=message,
-            note=note,
-        )
-    if health:
-        _record_health(error)
-    if reraise:
-        raise error
-    return task
+        _event(task, action=action, status_before=task.status, who=who, error=message, note=who.note)
+    _record_health(error)
 
 
-def _record_item_failure(
-    *, item: CatalogItem, error: VionlabsError, actor: "User | None", source: str, operation: Operation | None
-) -> None:
+def _record_item_failure(*, item: CatalogItem, error: VionlabsError, who: _Who) -> None:
     message = str(error)
     now = timezone.now()
     with transaction.atomic():
@@ -781,24 +712,16 @@ def _record_item_failure(
             row.sync_error = message
             row.sync_error_at = now
             row.save(update_fields=["sync_error", "sync_error_at", "updated_at"])
-            _event(
-                row,
-                action=EventAction.SYNC_FAILED,
-                status_before=row.status,
-                actor=actor,
-                source=source,
-                operation=operation,
-                error=message,
-            )
+            _event(row, action=EventAction.SYNC_FAILED, status_before=row.status, who=who, error=message)
     _record_health(error)
 
 
-def _release(task: ProductTask, *, action: str, started_at: dt.datetime) -> None:
+def _release(task: ProductTask, *, started_at: dt.datetime) -> None:
     # An unexpected exception (a bug, a KeyboardInterrupt): do not leave the row blocked for minutes.
     try:
         with transaction.atomic():
             locked = _relock(task)
-            _clear_marker(locked, action, started_at)
+            _clear_marker(locked, started_at)
             locked.save(update_fields=["action_in_progress", "action_started_at", "updated_at"])
     except Exception:
         logger.exception("Could not clear the in-progress marker of task %s", task.pk)

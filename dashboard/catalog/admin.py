@@ -1,0 +1,400 @@
+"""Django admin for the catalog: browse everything, edit items and product settings, act on tasks.
+
+Task state is never edited by hand here: a task's status, history and upstream health change only through
+the services (the admin actions below call them), so the admin and the dashboard behave the same and every
+change has its TaskEvent. Changelists use `list_select_related` so their query count does not grow with rows.
+"""
+
+from collections.abc import Callable
+from functools import partial
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.text import Truncator
+
+from dashboard.vionlabs.errors import VionlabsError
+
+from . import services
+from .models import (
+    CatalogItem,
+    EventSource,
+    Operation,
+    OperationItem,
+    ProductSetting,
+    ProductTask,
+    SyncBudget,
+    TaskEvent,
+    UpstreamHealth,
+    WebhookDelivery,
+)
+
+#: Admin actions call Vionlabs once per row inside the web request; more than this belongs in a bulk
+#: operation (a background job with progress), not in one request that may time out half way.
+ADMIN_ACTION_LIMIT = 50
+OPERATE_PERMISSION = "catalog.operate_tasks"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A view of records other code writes: no add, change or delete from the admin."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class OperateTasksMixin:
+    """Actions that call Vionlabs need the operators' permission, not just change rights on the model."""
+
+    def has_operate_tasks_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(OPERATE_PERMISSION)
+
+
+def _short(text: str, length: int = 80) -> str:
+    return Truncator(text).chars(length)
+
+
+def _run_per_row(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    calls: list[tuple[str, Callable[[], str]]],
+    *,
+    verb: str,
+) -> None:
+    """Run each (label, call) and report every row's outcome, then a summary line."""
+    if len(calls) > ADMIN_ACTION_LIMIT:
+        modeladmin.message_user(
+            request,
+            f"{len(calls)} rows chosen, but admin actions handle at most {ADMIN_ACTION_LIMIT} at a time: "
+            "choose fewer, or use a bulk operation from the dashboard.",
+            messages.ERROR,
+        )
+        return
+    done = skipped = failed = 0
+    for label, call in calls:
+        try:
+            outcome = call()
+        except services.ActionRefused as refused:
+            skipped += 1
+            modeladmin.message_user(request, f"{label}: skipped: {refused}", messages.WARNING)
+        except VionlabsError as error:
+            failed += 1
+            modeladmin.message_user(request, f"{label}: failed: {error}", messages.ERROR)
+        else:
+            done += 1
+            modeladmin.message_user(request, f"{label}: {outcome}", messages.SUCCESS)
+    level = messages.ERROR if failed else messages.WARNING if skipped else messages.SUCCESS
+    modeladmin.message_user(
+        request, f"{verb}: {done} done, {skipped} skipped, {failed} failed of {len(calls)}.", level
+    )
+
+
+def _status_change(before: str, task: ProductTask) -> str:
+    after = task.status or "no answer"
+    return f"{before or 'no answer'} → {after}" if before != task.status else f"still {after}"
+
+
+def _default_settings() -> dict[str, ProductSetting]:
+    return {setting.product: setting for setting in ProductSetting.objects.filter(enabled=True)}
+
+
+def _create_default(
+    request: HttpRequest, *, item: CatalogItem, product: str, defaults: dict[str, ProductSetting]
+) -> str:
+    setting = defaults.get(product)
+    if setting is None or not setting.default_version:
+        raise services.ActionRefused(
+            f"{product} has no enabled product setting with a default version; set one under Product settings."
+        )
+    task = services.task_create(
+        item=item,
+        product=product,
+        version=setting.default_version,
+        priority=setting.default_priority,
+        actor=request.user,
+        source=EventSource.ADMIN,
+    )
+    return f"created {product} {setting.default_version}: {task.status or 'no answer yet'}"
+
+
+# --- Catalog items --------------------------------------------------------------------------------------
+
+
+class ProductTaskInline(admin.TabularInline):
+    """An item's tasks, read-only: they change through the actions, which record history."""
+
+    model = ProductTask
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = [
+        "product",
+        "version",
+        "priority",
+        "status",
+        "error_short",
+        "last_checked_at",
+        "sync_error_short",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ProductTask]:
+        # The row's link text is str(task), which names the item: fetch it with the rows.
+        return super().get_queryset(request).select_related("item")
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="error")
+    def error_short(self, task: ProductTask) -> str:
+        return _short(task.error)
+
+    @admin.display(description="sync error")
+    def sync_error_short(self, task: ProductTask) -> str:
+        return _short(task.sync_error)
+
+
+@admin.register(CatalogItem)
+class CatalogItemAdmin(OperateTasksMixin, admin.ModelAdmin):
+    list_display = ["inventory_id", "title", "kind", "parent", "vionlabs_id", "updated_at"]
+    list_filter = ["kind"]
+    search_fields = ["inventory_id", "title"]
+    list_select_related = ["parent"]
+    # A select of every item would be a megabyte-sized page on a real catalog.
+    raw_id_fields = ["parent"]
+    readonly_fields = ["created_at", "updated_at"]
+    inlines = [ProductTaskInline]
+    actions = ["create_default_tasks", "refresh_items"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: CatalogItem | None = None) -> list[str]:
+        # The inventory id is the key at Vionlabs; renaming it would orphan the item's tasks there.
+        fields = list(super().get_readonly_fields(request, obj))
+        return ["inventory_id", *fields] if obj is not None else fields
+
+    @admin.action(
+        description="Create tasks for every enabled product (default versions)", permissions=["operate_tasks"]
+    )
+    def create_default_tasks(self, request: HttpRequest, queryset: QuerySet[CatalogItem]) -> None:
+        defaults = _default_settings()
+        if not defaults:
+            self.message_user(request, "No product is enabled under Product settings.", messages.ERROR)
+            return
+        calls = [
+            (
+                f"{item.inventory_id} · {product}",
+                partial(_create_default, request, item=item, product=product, defaults=defaults),
+            )
+            for item in queryset
+            for product in defaults
+        ]
+        _run_per_row(self, request, calls, verb="Create")
+
+    @admin.action(
+        description="Refresh all tasks of the selected items from Vionlabs", permissions=["operate_tasks"]
+    )
+    def refresh_items(self, request: HttpRequest, queryset: QuerySet[CatalogItem]) -> None:
+        def refresh(item: CatalogItem) -> str:
+            tasks = services.item_refresh(item=item, actor=request.user, source=EventSource.ADMIN)
+            return f"{len(tasks)} task(s) read"
+
+        _run_per_row(
+            self, request, [(str(item), partial(refresh, item)) for item in queryset], verb="Refresh"
+        )
+
+
+# --- Tasks ----------------------------------------------------------------------------------------------
+
+
+@admin.register(ProductTask)
+class ProductTaskAdmin(OperateTasksMixin, admin.ModelAdmin):
+    list_display = [
+        "inventory_id",
+        "product",
+        "version",
+        "priority",
+        "status_display",
+        "last_checked_at",
+        "status_changed_at",
+        "sync_error_short",
+        "action_in_progress",
+    ]
+    list_display_links = ["inventory_id"]
+    list_filter = ["status", "product", "version", "priority"]
+    search_fields = ["item__inventory_id"]
+    list_select_related = ["item"]
+    ordering = ["item__inventory_id", "product", "version"]
+    show_full_result_count = False
+    actions = ["refresh_tasks", "deactivate_tasks", "create_default_version"]
+    fields = [
+        "item",
+        "product",
+        "version",
+        "priority",
+        "status",
+        "error",
+        "links",
+        "requested_by",
+        "requested_at",
+        "last_checked_at",
+        "status_changed_at",
+        "sync_error",
+        "sync_error_at",
+        "action_in_progress",
+        "action_started_at",
+        "next_check_at",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A task row appears when Vionlabs is asked to create it (or a refresh finds it), never by hand.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Deleting a row would delete its history while the task lives on at Vionlabs.
+        return False
+
+    @admin.display(description="inventory id", ordering="item__inventory_id")
+    def inventory_id(self, task: ProductTask) -> str:
+        return task.item.inventory_id
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, task: ProductTask) -> str:
+        return task.status or "(no answer yet)"
+
+    @admin.display(description="sync error")
+    def sync_error_short(self, task: ProductTask) -> str:
+        return _short(task.sync_error, 60)
+
+    @admin.action(description="Refresh from Vionlabs", permissions=["operate_tasks"])
+    def refresh_tasks(self, request: HttpRequest, queryset: QuerySet[ProductTask]) -> None:
+        def refresh(task: ProductTask) -> str:
+            before = task.status
+            task = services.task_refresh(task=task, actor=request.user, source=EventSource.ADMIN)
+            return _status_change(before, task)
+
+        calls = [(str(task), partial(refresh, task)) for task in queryset.select_related("item")]
+        _run_per_row(self, request, calls, verb="Refresh")
+
+    @admin.action(description="Deactivate at Vionlabs", permissions=["operate_tasks"])
+    def deactivate_tasks(self, request: HttpRequest, queryset: QuerySet[ProductTask]) -> None:
+        def deactivate(task: ProductTask) -> str:
+            before = task.status
+            task = services.task_deactivate(task=task, actor=request.user, source=EventSource.ADMIN)
+            return f"deactivated ({_status_change(before, task)})"
+
+        calls = [(str(task), partial(deactivate, task)) for task in queryset.select_related("item")]
+        _run_per_row(self, request, calls, verb="Deactivate")
+
+    @admin.action(
+        description="Create for the product's default version (Product settings)",
+        permissions=["operate_tasks"],
+    )
+    def create_default_version(self, request: HttpRequest, queryset: QuerySet[ProductTask]) -> None:
+        defaults = _default_settings()
+        # One create per (item, product), however many versions of it were selected.
+        pairs: dict[tuple[int, str], CatalogItem] = {}
+        for task in queryset.select_related("item"):
+            pairs.setdefault((task.item_id, task.product), task.item)
+        calls = [
+            (
+                f"{item.inventory_id} · {product}",
+                partial(_create_default, request, item=item, product=product, defaults=defaults),
+            )
+            for (_, product), item in pairs.items()
+        ]
+        _run_per_row(self, request, calls, verb="Create")
+
+
+@admin.register(TaskEvent)
+class TaskEventAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "task",
+        "action",
+        "status_before",
+        "status_after",
+        "actor_display",
+        "source",
+        "operation",
+    ]
+    list_filter = ["action", "source"]
+    search_fields = ["task__item__inventory_id"]
+    list_select_related = ["task__item", "actor", "operation"]
+    show_full_result_count = False
+
+    @admin.display(description="actor")
+    def actor_display(self, event: TaskEvent) -> str:
+        return event.actor_label
+
+
+# --- Settings and operations ----------------------------------------------------------------------------
+
+
+@admin.register(ProductSetting)
+class ProductSettingAdmin(admin.ModelAdmin):
+    list_display = ["product", "enabled", "position", "default_version", "default_priority", "stuck_after"]
+    list_editable = ["enabled", "position", "default_version", "default_priority"]
+    list_display_links = ["product"]
+    ordering = ["position", "product"]
+
+
+@admin.register(Operation)
+class OperationAdmin(ReadOnlyAdmin):
+    list_display = ["id", "kind", "state", "created_by", "created_at", "total", "done", "skipped", "failed"]
+    list_filter = ["kind", "state"]
+    list_select_related = ["created_by"]
+    search_fields = ["reason"]
+
+
+@admin.register(OperationItem)
+class OperationItemAdmin(ReadOnlyAdmin):
+    list_display = ["id", "operation", "inventory_id", "state", "error", "finished_at"]
+    list_filter = ["state"]
+    list_select_related = ["operation", "item"]
+    search_fields = ["item__inventory_id"]
+
+    @admin.display(description="inventory id", ordering="item__inventory_id")
+    def inventory_id(self, row: OperationItem) -> str:
+        return row.item.inventory_id
+
+
+@admin.register(UpstreamHealth)
+class UpstreamHealthAdmin(ReadOnlyAdmin):
+    list_display = [
+        "name",
+        "last_success_at",
+        "last_failure_at",
+        "failing_since",
+        "consecutive_failures",
+        "paused_until",
+        "last_error",
+    ]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = [
+        "received_at",
+        "inventory_id",
+        "product",
+        "version",
+        "sent_at",
+        "refresh_enqueued",
+        "duplicates",
+    ]
+    search_fields = ["inventory_id"]
+
+
+@admin.register(SyncBudget)
+class SyncBudgetAdmin(ReadOnlyAdmin):
+    list_display = ["name", "window_start", "used"]
