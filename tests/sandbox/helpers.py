@@ -26,7 +26,8 @@ def call(sandbox, method: str, path: str, *, key: str | None = "default", **kwar
     params = dict(kwargs.pop("params", {}))
     if key is not None:
         params["key"] = sandbox.api_key if key == "default" else key
-    return requests.request(method, sandbox.url + path, params=params, timeout=10, **kwargs)
+    kwargs.setdefault("timeout", 10)
+    return requests.request(method, sandbox.url + path, params=params, **kwargs)
 
 
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02):
