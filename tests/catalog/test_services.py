@@ -1,0 +1,558 @@
+"""The service layer against a real database, with Vionlabs faked at the HTTP boundary by `responses`."""
+
+import datetime as dt
+import json
+from urllib.parse import quote
+
+import pytest
+import requests
+import responses
+from django.db import transaction
+from django.utils import timezone
+
+from dashboard.catalog import services
+from dashboard.catalog.client import get_client
+from dashboard.catalog.models import (
+    CatalogItem,
+    EventAction,
+    EventSource,
+    ProductTask,
+    TaskEvent,
+    UpstreamHealth,
+)
+from dashboard.vionlabs import VionlabsNotFound, VionlabsRejected, VionlabsUnavailable
+
+BASE = "https://vionlabs.test"
+KEY = "sk-test-very-secret-4711"
+INVENTORY_ID = "tt0111161/4k Director's cut"
+
+
+@pytest.fixture(autouse=True)
+def vionlabs_settings(settings):
+    settings.VIONLABS_API_URL = BASE
+    settings.VIONLABS_API_KEY = KEY
+    # No retries: each registered answer is used exactly once, and no backoff sleeps slow the tests.
+    settings.VIONLABS_MAX_RETRIES = 0
+
+
+@pytest.fixture
+def mocked():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
+
+
+@pytest.fixture
+def item(db):
+    return CatalogItem.objects.create(inventory_id=INVENTORY_ID, title="The Shawshank Redemption")
+
+
+@pytest.fixture
+def operator(django_user_model):
+    return django_user_model.objects.create_user("operator")
+
+
+def task_url(product="adbreaks", version="1.0.1", inventory_id=INVENTORY_ID):
+    return (
+        f"{BASE}/tasks/catalog-item/{quote(inventory_id, safe='')}/product/{quote(product, safe='')}"
+        f"/version/{quote(version, safe='')}"
+    )
+
+
+def item_url(inventory_id=INVENTORY_ID):
+    return f"{BASE}/tasks/catalog-item/{quote(inventory_id, safe='')}"
+
+
+def state(status, error=None, links=None):
+    return {"status": status, "error": error, "_links": links or {}}
+
+
+def make_task(item, *, status="pending", product="adbreaks", version="1.0.1", **fields):
+    checked = fields.pop("last_checked_at", timezone.now() - dt.timedelta(hours=1))
+    return ProductTask.objects.create(
+        item=item, product=product, version=version, status=status, last_checked_at=checked, **fields
+    )
+
+
+def calls(mocked, method):
+    return [call for call in mocked.calls if call.request.method == method]
+
+
+def health():
+    return UpstreamHealth.objects.get(name="vionlabs")
+
+
+# --- create ---------------------------------------------------------------------------------------------
+
+
+def test_create_posts_the_priority_and_records_the_task_and_its_event(mocked, item, operator):
+    links = {"self": {"href": f"{BASE}/tasks/x?key={KEY}&page=2", "method": "GET"}}
+    mocked.post(task_url(), json=state("pending", links=links))
+
+    task = services.task_create(
+        item=item, product="adbreaks", version="1.0.1", priority="high", actor=operator, note="launch"
+    )
+
+    [post] = calls(mocked, "POST")
+    assert json.loads(post.request.body) == {"priority": "high"}
+    task.refresh_from_db()
+    assert (task.status, task.priority, task.requested_by, task.sync_error) == (
+        "pending",
+        "high",
+        operator,
+        "",
+    )
+    assert task.last_checked_at is not None
+    assert task.status_changed_at is not None
+    assert task.action_in_progress == ""
+    assert task.links == [{"name": "self", "method": "GET", "href": f"{BASE}/tasks/x"}]
+    [event] = task.events.all()
+    assert (event.action, event.actor, event.source) == (EventAction.CREATE, operator, EventSource.USER)
+    assert (event.status_before, event.status_after, event.note) == ("", "pending", "launch")
+    assert health().last_success_at is not None
+
+
+@pytest.mark.parametrize("status", ["pending", "processing", "done"])
+def test_create_refuses_a_task_that_is_already_active_without_calling_vionlabs(mocked, item, status):
+    make_task(item, status=status)
+
+    with pytest.raises(services.TaskAlreadyActive, match=f"already {status}"):
+        services.task_create(item=item, product="adbreaks", version="1.0.1")
+
+    assert len(mocked.calls) == 0
+    assert not TaskEvent.objects.exists()
+
+
+def test_create_refuses_while_another_action_is_under_way(mocked, item):
+    make_task(item, status="failed", action_in_progress="deactivate", action_started_at=timezone.now())
+
+    with pytest.raises(services.ActionInProgress, match="already under way"):
+        services.task_create(item=item, product="adbreaks", version="1.0.1")
+
+    assert len(mocked.calls) == 0
+
+
+def test_create_takes_over_a_marker_abandoned_by_a_dead_process(mocked, item):
+    stale = timezone.now() - services.ABANDONED_AFTER - dt.timedelta(seconds=1)
+    make_task(item, status="failed", action_in_progress="create", action_started_at=stale)
+    mocked.post(task_url(), json=state("pending"))
+
+    task = services.task_create(item=item, product="adbreaks", version="1.0.1")
+
+    assert task.status == "pending"
+    assert (task.action_in_progress, task.action_started_at) == ("", None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"product": "teleport"}, "Unknown product"),
+        ({"version": "  "}, "version is required"),
+        ({"version": "v" * 101}, "too long"),
+        ({"priority": "urgent"}, "Unknown priority"),
+    ],
+)
+def test_create_refuses_bad_input_before_writing_anything(mocked, item, fields, message):
+    args = {"product": "adbreaks", "version": "1.0.1", "priority": "low", **fields}
+
+    with pytest.raises(services.ActionRefused, match=message):
+        services.task_create(item=item, **args)
+
+    assert not ProductTask.objects.exists()
+    assert len(mocked.calls) == 0
+
+
+def test_a_rejected_create_keeps_the_row_records_the_error_and_reraises_it(mocked, item):
+    mocked.post(
+        task_url(), status=422, json={"detail": [{"loc": ["path", "version"], "msg": "unknown version"}]}
+    )
+
+    with pytest.raises(VionlabsRejected) as raised:
+        services.task_create(item=item, product="adbreaks", version="1.0.1")
+
+    task = ProductTask.objects.get()
+    assert task.status == ""
+    assert task.sync_error == str(raised.value)
+    assert "unknown version" in task.sync_error
+    assert task.action_in_progress == ""
+    [event] = task.events.all()
+    assert (event.action, event.error) == (EventAction.CREATE, str(raised.value))
+    # Vionlabs answered: it is reachable, even though it said no.
+    assert health().failing_since is None
+
+
+# --- the ambiguous create: a GET settles it, never a second POST -----------------------------------------
+
+
+def test_an_ambiguous_create_found_by_the_follow_up_read_counts_as_created(mocked, item, operator):
+    mocked.post(task_url(), body=requests.ReadTimeout("read timed out"))
+    mocked.get(task_url(), json=state("pending"))
+
+    task = services.task_create(item=item, product="adbreaks", version="1.0.1", actor=operator)
+
+    assert len(calls(mocked, "POST")) == 1
+    assert len(calls(mocked, "GET")) == 1
+    assert (task.status, task.sync_error, task.requested_by) == ("pending", "", operator)
+    [event] = task.events.all()
+    assert event.action == EventAction.CREATE
+    assert "so the create succeeded" in event.note
+
+
+def test_an_ambiguous_create_that_vionlabs_does_not_know_is_reported_as_not_created(mocked, item):
+    mocked.post(task_url(), status=502)
+    mocked.get(task_url(), status=404, json={"detail": "Not Found"})
+
+    with pytest.raises(services.TaskNotCreated, match="The task was not created"):
+        services.task_create(item=item, product="adbreaks", version="1.0.1")
+
+    assert len(calls(mocked, "POST")) == 1
+    task = ProductTask.objects.get()
+    assert task.status == ""
+    assert "was not created" in task.sync_error
+    assert task.action_in_progress == ""
+    [event] = task.events.all()
+    assert "was not created" in event.error
+
+
+def test_an_ambiguous_create_whose_read_also_fails_keeps_the_status_and_says_the_outcome_is_unknown(
+    mocked, item
+):
+    make_task(item, status="failed")
+    mocked.post(task_url(), status=503)
+    mocked.get(task_url(), body=requests.ConnectionError("connection reset"))
+
+    with pytest.raises(VionlabsUnavailable) as raised:
+        services.task_create(item=item, product="adbreaks", version="1.0.1")
+
+    assert raised.value.outcome_unknown is True
+    assert len(calls(mocked, "POST")) == 1
+    task = ProductTask.objects.get()
+    assert task.status == "failed"
+    assert task.sync_error.startswith("Outcome unknown")
+    assert "A refresh will settle it" in task.sync_error
+    assert task.events.get().action == EventAction.CREATE
+    assert health().failing_since is not None
+
+
+def test_an_ambiguous_retry_that_still_reads_failed_is_reported_as_not_created(mocked, item):
+    task = make_task(item, status="failed", error="missing S3 asset")
+    mocked.post(task_url(), status=500)
+    mocked.get(task_url(), json=state("failed", error="missing S3 asset"))
+
+    with pytest.raises(services.TaskNotCreated, match="shows the task failed"):
+        services.task_retry(task=task)
+
+    assert len(calls(mocked, "POST")) == 1
+    task.refresh_from_db()
+    assert task.status == "failed"
+    assert "was not created" in task.sync_error
+
+
+# --- retry ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["failed", "deactivated"])
+def test_retry_posts_again_for_a_failed_or_deactivated_task(mocked, item, operator, status):
+    task = make_task(item, status=status, priority="medium")
+    mocked.post(task_url(), json=state("pending"))
+
+    task = services.task_retry(task=task, actor=operator, source=EventSource.BULK)
+
+    [post] = calls(mocked, "POST")
+    assert json.loads(post.request.body) == {"priority": "medium"}
+    assert task.status == "pending"
+    event = task.events.get()
+    assert (event.action, event.source, event.status_before, event.status_after) == (
+        EventAction.RETRY,
+        EventSource.BULK,
+        status,
+        "pending",
+    )
+
+
+def test_retry_refuses_a_task_that_has_not_failed(mocked, item):
+    task = make_task(item, status="processing")
+
+    with pytest.raises(services.ActionRefused, match="Only a failed or deactivated task"):
+        services.task_retry(task=task)
+
+    assert len(mocked.calls) == 0
+
+
+# --- deactivate -----------------------------------------------------------------------------------------
+
+
+def test_deactivate_sends_delete_and_records_the_new_status(mocked, item, operator):
+    task = make_task(item, status="processing")
+    mocked.delete(task_url(), json=state("deactivated"))
+
+    task = services.task_deactivate(task=task, actor=operator, note="wrong cut")
+
+    assert len(calls(mocked, "DELETE")) == 1
+    task.refresh_from_db()
+    assert (task.status, task.action_in_progress) == ("deactivated", "")
+    event = task.events.get()
+    assert (event.action, event.status_before, event.status_after, event.note) == (
+        EventAction.DEACTIVATE,
+        "processing",
+        "deactivated",
+        "wrong cut",
+    )
+
+
+def test_deactivating_a_task_vionlabs_does_not_have_says_so_and_keeps_the_status(mocked, item):
+    task = make_task(item, status="pending")
+    mocked.delete(task_url(), status=404, json={"detail": "Not Found"})
+
+    with pytest.raises(VionlabsNotFound):
+        services.task_deactivate(task=task)
+
+    task.refresh_from_db()
+    assert task.status == "pending"
+    assert "Vionlabs has no task adbreaks 1.0.1" in task.sync_error
+    assert "nothing was deactivated" in task.events.get().error
+
+
+def test_an_ambiguous_deactivate_is_settled_by_a_read(mocked, item):
+    task = make_task(item, status="processing")
+    mocked.delete(task_url(), body=requests.ConnectionError("reset by peer"))
+    mocked.get(task_url(), json=state("deactivated"))
+
+    task = services.task_deactivate(task=task)
+
+    assert len(calls(mocked, "DELETE")) == 1
+    assert (task.status, task.sync_error) == ("deactivated", "")
+    assert "took effect" in task.events.get().note
+
+
+def test_deactivate_refuses_an_already_deactivated_task(mocked, item):
+    task = make_task(item, status="deactivated")
+
+    with pytest.raises(services.ActionRefused, match="already deactivated"):
+        services.task_deactivate(task=task)
+
+    assert len(mocked.calls) == 0
+
+
+# --- refresh --------------------------------------------------------------------------------------------
+
+
+def test_refresh_records_a_status_change_with_its_time_and_event(mocked, item):
+    task = make_task(item, status="pending", status_changed_at=timezone.now() - dt.timedelta(days=1))
+    before_change = task.status_changed_at
+    mocked.get(task_url(), json=state("failed", error="probe could not decode the video"))
+
+    task = services.task_refresh(task=task, source=EventSource.SYNC)
+
+    task.refresh_from_db()
+    assert (task.status, task.error) == ("failed", "probe could not decode the video")
+    assert task.status_changed_at > before_change
+    event = task.events.get()
+    assert (event.action, event.source, event.status_before, event.status_after, event.actor) == (
+        EventAction.REFRESH,
+        EventSource.SYNC,
+        "pending",
+        "failed",
+        None,
+    )
+
+
+def test_refresh_without_change_keeps_status_changed_at_and_notes_no_change(mocked, item):
+    changed = timezone.now() - dt.timedelta(days=1)
+    task = make_task(item, status="processing", status_changed_at=changed)
+    mocked.get(task_url(), json=state("processing"))
+
+    task = services.task_refresh(task=task)
+
+    task.refresh_from_db()
+    assert task.status_changed_at == changed
+    assert task.last_checked_at > changed
+    assert task.events.get().note == "No change."
+
+
+def test_an_unknown_status_is_stored_as_it_comes(mocked, item):
+    task = make_task(item, status="pending")
+    mocked.get(task_url(), json=state("queued_for_gpu"))
+
+    task = services.task_refresh(task=task)
+
+    assert task.status == "queued_for_gpu"
+    assert not task.is_final
+    assert not task.is_in_flight
+
+
+def test_an_upstream_failure_keeps_the_last_known_status_and_records_it_everywhere(mocked, item):
+    task = make_task(item, status="processing")
+    checked = task.last_checked_at
+    mocked.get(task_url(), status=503)
+
+    with pytest.raises(VionlabsUnavailable) as raised:
+        services.task_refresh(task=task)
+
+    task.refresh_from_db()
+    assert (task.status, task.last_checked_at) == ("processing", checked)
+    assert task.sync_error == str(raised.value)
+    assert task.sync_error_at is not None
+    event = task.events.get()
+    assert (event.action, event.status_before, event.status_after, event.error) == (
+        EventAction.SYNC_FAILED,
+        "processing",
+        "processing",
+        str(raised.value),
+    )
+    assert health().failing_since is not None
+    assert health().consecutive_failures == 1
+    assert health().last_error == str(raised.value)
+
+
+def test_the_next_success_clears_the_sync_error_and_the_failing_since(mocked, item):
+    task = make_task(item, status="processing")
+    mocked.get(task_url(), status=500)
+    with pytest.raises(VionlabsUnavailable):
+        services.task_refresh(task=task)
+    mocked.replace(responses.GET, task_url(), json=state("done"))
+
+    task = services.task_refresh(task=task)
+
+    assert (task.status, task.sync_error, task.sync_error_at) == ("done", "", None)
+    assert health().failing_since is None
+    assert health().consecutive_failures == 0
+
+
+def test_an_older_answer_never_overwrites_a_newer_one(mocked, item):
+    task = make_task(item, status="pending")
+    newer = timezone.now() + dt.timedelta(seconds=30)
+
+    def newer_answer_lands_meanwhile(request):
+        # While our GET is in flight, another worker records a later answer.
+        ProductTask.objects.filter(pk=task.pk).update(status="done", last_checked_at=newer)
+        return 200, {}, json.dumps(state("processing"))
+
+    mocked.add_callback(responses.GET, task_url(), callback=newer_answer_lands_meanwhile)
+
+    task = services.task_refresh(task=task)
+
+    task.refresh_from_db()
+    assert (task.status, task.last_checked_at) == ("done", newer)
+    event = task.events.get()
+    assert (event.status_before, event.status_after) == ("done", "done")
+    assert "newer answer had already been recorded" in event.note
+
+
+def test_an_unexpected_error_during_the_call_releases_the_marker(mocked, item):
+    mocked.post(task_url(), body=KeyError("a bug"))
+
+    with pytest.raises(KeyError):
+        services.task_create(item=item, product="adbreaks", version="1.0.1")
+
+    task = ProductTask.objects.get()
+    assert (task.action_in_progress, task.action_started_at) == ("", None)
+
+
+# --- item refresh ---------------------------------------------------------------------------------------
+
+
+def item_tasks(*entries):
+    return [
+        {"task_status": {"status": status, "error": error}, "product": product, "version": version}
+        for product, version, status, error in entries
+    ]
+
+
+def test_item_refresh_updates_every_row_with_one_call_and_discovers_unknown_tasks(mocked, item):
+    changing = make_task(item, product="adbreaks", version="1.0.1", status="pending")
+    unchanged = make_task(item, product="markers", version="2", status="processing")
+    unlisted = make_task(item, product="nudity", version="1", status="done")
+    mocked.get(
+        item_url(),
+        json=item_tasks(
+            ("adbreaks", "1.0.1", "done", None),
+            ("markers", "2", "processing", None),
+            ("emotions", "op-v6", "failed", "unsupported video length"),
+        ),
+    )
+
+    tasks = services.item_refresh(item=item)
+
+    assert len(mocked.calls) == 1
+    assert [(t.product, t.version, t.status) for t in tasks] == [
+        ("adbreaks", "1.0.1", "done"),
+        ("emotions", "op-v6", "failed"),
+        ("markers", "2", "processing"),
+        ("nudity", "1", "done"),
+    ]
+    changing.refresh_from_db()
+    unchanged.refresh_from_db()
+    unlisted.refresh_from_db()
+    assert changing.status == "done"
+    assert unchanged.last_checked_at > unlisted.last_checked_at
+    found = ProductTask.objects.get(product="emotions")
+    assert (found.status, found.error) == ("failed", "unsupported video length")
+    events = {(e.task.product, e.action, e.status_before, e.status_after) for e in TaskEvent.objects.all()}
+    # Events for changes and discoveries only: the scheduler's quiet polls leave no history.
+    assert events == {
+        ("adbreaks", EventAction.REFRESH, "pending", "done"),
+        ("emotions", EventAction.DISCOVER, "", "failed"),
+    }
+    assert all(e.source == EventSource.SYNC for e in TaskEvent.objects.all())
+
+
+def test_item_refresh_failure_marks_every_row_once_per_distinct_error(mocked, item):
+    first = make_task(item, product="adbreaks", status="pending")
+    second = make_task(item, product="markers", status="done")
+    mocked.get(item_url(), status=503)
+
+    for _ in range(2):
+        with pytest.raises(VionlabsUnavailable):
+            services.item_refresh(item=item)
+
+    for task in (first, second):
+        task.refresh_from_db()
+        assert task.sync_error.startswith("Vionlabs failed with HTTP 503")
+        assert task.events.get().action == EventAction.SYNC_FAILED
+    assert (first.status, second.status) == ("pending", "done")
+    assert health().consecutive_failures == 2
+
+
+# --- guards ---------------------------------------------------------------------------------------------
+
+
+def test_calling_vionlabs_inside_a_transaction_is_refused_before_any_request(mocked, item):
+    task = make_task(item, status="pending")
+    mocked.get(task_url(), json=state("done"))
+
+    with pytest.raises(services.HttpInsideTransaction), transaction.atomic():
+        services.task_refresh(task=task)
+
+    assert len(mocked.calls) == 0
+
+
+def test_the_guard_allows_calls_outside_a_transaction(db):
+    services.ensure_no_transaction()
+
+
+def test_the_api_key_never_reaches_the_database(mocked, item):
+    links = {"result": {"href": f"{BASE}/results/1?key={KEY}", "method": "GET"}}
+    mocked.post(task_url(), json=state("pending", links=links))
+    mocked.get(task_url(), status=500, body=f"internal error for key={KEY}")
+    mocked.get(item_url(), status=401)
+
+    task = services.task_create(item=item, product="adbreaks", version="1.0.1")
+    with pytest.raises(VionlabsUnavailable):
+        services.task_refresh(task=task)
+    with pytest.raises(Exception, match="refused the API key"):
+        services.item_refresh(item=item)
+
+    stored = [
+        *ProductTask.objects.values_list("links", "sync_error", "error"),
+        *TaskEvent.objects.values_list("error", "note"),
+        *UpstreamHealth.objects.values_list("last_error"),
+    ]
+    assert KEY not in json.dumps(stored, default=str)
+    assert "refused the API key" in ProductTask.objects.get().sync_error
+
+
+def test_get_client_is_shared_and_follows_the_settings(settings):
+    first = get_client()
+    assert get_client() is first
+    settings.VIONLABS_TIMEOUT = 3.0
+    assert get_client() is not first
