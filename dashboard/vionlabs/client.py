@@ -83,9 +83,10 @@ class _Call:
     def mutating(self) -> bool:
         return self.method != "GET"
 
-    def describe(self) -> str:
-        values = ", ".join(f"{name} {str(value)!r}" for name, value in self.params.items())
-        return f"{self.method} {self.template}" + (f" for {values}" if values else "")
+    def context(self, message: str) -> str:
+        """The message, then what was asked: method, path template and parameter values (never the URL)."""
+        values = "".join(f", {name} {str(value)!r}" for name, value in self.params.items())
+        return f"{message} [{self.method} {self.template}{values}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +196,7 @@ def _build_path(template: str, params: Mapping[str, str]) -> str:
 
 
 def _parse_retry_after(value: str | None, *, cap: float, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or HTTP-date), clamped to [0, cap]; None if unusable."""
+    """Seconds from a Retry-After value (seconds or HTTP-date), clamped to [0, cap]; None when unusable."""
     if value is None or not value.strip():
         return None
     try:
@@ -214,7 +215,7 @@ def _parse_retry_after(value: str | None, *, cap: float, now: float) -> float | 
 
 
 def _may_have_been_sent(exc: Exception) -> bool:
-    """False only when the connection failed before any byte of the request left (refused, DNS, connect timeout)."""
+    """False only when the connection failed before the request left (refused, DNS, connect timeout)."""
     if isinstance(exc, requests.ConnectTimeout):
         return False
     reason = exc.args[0] if exc.args else None
@@ -482,20 +483,18 @@ class VionlabsClient:
             if isinstance(outcome, _Done):
                 log.debug("%s %s -> ok in %.3f s (attempt %d)", method, template, elapsed, attempt)
                 return outcome.data
-            delay = (
-                outcome.retry_after if outcome.retry_after is not None else self._backoff_delay(attempt - 1)
-            )
-            if isinstance(outcome.error, VionlabsRateLimited) and self._throttle is not None:
+            retrying = outcome.retryable and attempt < attempts
+            rate_limited = isinstance(outcome.error, VionlabsRateLimited) and self._throttle is not None
+            delay = outcome.retry_after
+            if delay is None and (retrying or rate_limited):
+                delay = self._backoff_delay(attempt - 1)
+            if rate_limited and delay is not None and self._throttle is not None:
                 self._throttle.pause(delay)  # slow every thread sharing the throttle, not just this one
-            if not outcome.retryable or attempt == attempts:
+            if not retrying or delay is None:
                 log.info(
                     "%s %s -> %s in %.3f s (attempt %d, giving up)",
-                    method,
-                    template,
-                    outcome.label,
-                    elapsed,
-                    attempt,
-                )
+                    method, template, outcome.label, elapsed, attempt,
+                )  # fmt: skip
                 raise outcome.error from None
             log.warning(
                 "%s %s -> %s in %.3f s (attempt %d of %d); retrying in %.2f s",
@@ -550,7 +549,6 @@ class VionlabsClient:
         parse: Callable[[Any], Any],
     ) -> _Done | _Failure:
         """Map an HTTP answer to a parsed result or a failure of the right kind."""
-        what = call.describe()
         data, is_json = _decode_json(content)
         if 200 <= status < 300:
             if not is_json:
@@ -561,83 +559,77 @@ class VionlabsClient:
                 reason = str(exc)
             return self._bad_response(call, reason)
         if 300 <= status < 400:
-            return self._bad_response(
-                call,
-                f"it redirects (HTTP {status}), which the client does not follow; check VIONLABS_API_URL",
-            )
+            reason = f"it redirects (HTTP {status}), which the client does not follow; check VIONLABS_API_URL"
+            return self._bad_response(call, reason)
+        label = f"HTTP {status}"
         retry_after = _parse_retry_after(
             headers.get("Retry-After"), cap=self._retry_after_cap, now=time.time()
         )
         if status in (401, 403):
-            error: VionlabsError = VionlabsUnauthorized(
-                f"Vionlabs refused the API key (HTTP {status}) for {what}: the key is missing or invalid, or has "
-                "no access to the Tasks API; check VIONLABS_API_KEY.",
-                status_code=status,
+            message = (
+                f"Vionlabs refused the API key (HTTP {status}): it is missing or invalid, or has no access "
+                "to the Tasks API; check VIONLABS_API_KEY."
             )
-            return _Failure(error, retryable=False, label=f"HTTP {status}")
+            return _Failure(
+                VionlabsUnauthorized(call.context(message), status_code=status), False, label=label
+            )
         if status == 404:
-            error = VionlabsNotFound(
-                f"Vionlabs has no such item or task ({what}); check the inventory id, product and version, and "
-                "that the item is in the Vionlabs catalog (a newly ingested item can take a while to appear).",
-                status_code=404,
+            message = (
+                "Vionlabs has no such item or task (HTTP 404); check the inventory id, product and version, "
+                "and that the item is in the Vionlabs catalog (a newly ingested item can take a while to appear)."
             )
-            return _Failure(error, retryable=False, label="HTTP 404")
+            return _Failure(VionlabsNotFound(call.context(message), status_code=404), False, label=label)
         if status == 429:
             when = f"in {retry_after:g} s" if retry_after is not None else "in a minute"
             error = VionlabsRateLimited(
-                f"Vionlabs asks us to slow down ({what}); try again {when}.", retry_after=retry_after
+                call.context(f"Vionlabs asks us to slow down; try again {when}."), retry_after=retry_after
             )
             # A POST is the caller's to repeat: it may want to re-read the task first.
-            return _Failure(error, retryable=call.idempotent, retry_after=retry_after, label="HTTP 429")
+            return _Failure(error, call.idempotent, retry_after, label)
         if 400 <= status < 500:
             details = _details(data)
             because = "; ".join(str(detail) for detail in details) or _phrase(status)
-            error = VionlabsRejected(
-                f"Vionlabs rejected {what} (HTTP {status}): {because}. Correct the request and try again.",
-                status_code=status,
-                details=details,
-            )
-            return _Failure(error, retryable=False, label=f"HTTP {status}")
+            message = f"Vionlabs rejected the request (HTTP {status}): {because}. Correct it and try again."
+            error = VionlabsRejected(call.context(message), status_code=status, details=details)
+            return _Failure(error, False, label=label)
         if status >= 500:
-            unknown = call.mutating
+            message = f"Vionlabs failed with HTTP {status} ({_phrase(status)}); try again in a minute."
+            if call.mutating:
+                message += _OUTCOME_UNKNOWN
             error = VionlabsUnavailable(
-                f"Vionlabs failed with HTTP {status} ({_phrase(status)}) on {what}; try again in a minute."
-                + (_OUTCOME_UNKNOWN if unknown else ""),
-                status_code=status,
-                outcome_unknown=unknown,
+                call.context(message), status_code=status, outcome_unknown=call.mutating
             )
-            return _Failure(error, retryable=call.idempotent, retry_after=retry_after, label=f"HTTP {status}")
+            return _Failure(error, call.idempotent, retry_after, label)
         return self._bad_response(call, f"unexpected HTTP status {status}")
 
     def _transport_failure(self, call: _Call, *, sent: bool, timeout: bool) -> _Failure:
         """A connection-level failure; retryable when nothing was sent or the method is idempotent."""
-        what = call.describe()
         if not sent:
             within = f" within {self._timeout:g} s" if timeout else ""
             message = (
-                f"Could not connect to Vionlabs{within} ({what}); check the network and VIONLABS_API_URL, "
+                f"Could not connect to Vionlabs{within}; check the network and VIONLABS_API_URL, "
                 "or try again in a minute."
             )
             label = "connect timeout" if timeout else "connection failed"
         elif timeout:
-            message = f"Vionlabs did not answer in {self._timeout:g} s ({what}); try again in a minute."
+            message = f"Vionlabs did not answer in {self._timeout:g} s; try again in a minute."
             label = "timeout"
         else:
-            message = f"The connection to Vionlabs broke during {what}; try again in a minute."
+            message = "The connection to Vionlabs broke before it answered; try again in a minute."
             label = "connection broke"
         unknown = sent and call.mutating
         if unknown:
             message += _OUTCOME_UNKNOWN
-        error = VionlabsUnavailable(message, outcome_unknown=unknown)
-        return _Failure(error, retryable=not sent or call.idempotent, label=label)
+        error = VionlabsUnavailable(call.context(message), outcome_unknown=unknown)
+        return _Failure(error, not sent or call.idempotent, label=label)
 
     def _bad_response(self, call: _Call, reason: str) -> _Failure:
         """An answer the client cannot use; never retried (asking again would give the same)."""
-        error = VionlabsBadResponse(
-            f"Vionlabs answered {call.describe()} in an unexpected way: {reason}. If this persists, the API may "
-            "have changed; report it to the developers."
+        message = (
+            f"Vionlabs answered in an unexpected way: {reason}. If this persists, the API may have changed; "
+            "report it to the developers."
         )
-        return _Failure(error, retryable=False, label="bad response")
+        return _Failure(VionlabsBadResponse(call.context(message)), False, label="bad response")
 
 
 _OUTCOME_UNKNOWN = (
