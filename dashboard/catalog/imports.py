@@ -1,0 +1,721 @@
+"""Catalog import: stream a CSV or JSON Lines file (or the Vionlabs Catalog API listing) into CatalogItem.
+
+Used by `manage.py import_catalog`, the upload page in Django admin and `manage.py seed_demo`, so the three
+behave the same. The file is read as a stream and written in batches, each in its own transaction: memory
+stays flat however long the file is, and a bad row is reported (line number and reason) without stopping the
+import or touching the good rows around it.
+
+Rules (also in the README):
+- Columns `inventory_id`, `title`, `kind` (blank means standalone), `parent_id`; every other column goes into
+  `metadata`, which a re-import replaces as a whole. `vionlabs_id` is never touched by a file import.
+- A duplicate inventory id within one file: the first row wins; later ones are reported as bad rows.
+- A title longer than the model allows is a bad row (the row is not imported): nothing is cut silently.
+- A parent that appears later in the file is resolved at the end. A parent found neither in the file nor in
+  the catalog is a bad row; the item itself is still imported and its parent left as it was.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import sqlite3
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from dashboard.vionlabs import CatalogEntry
+from dashboard.vionlabs.errors import VionlabsError
+
+from .models import CatalogItem, ItemKind, validate_inventory_id
+
+BATCH_SIZE: Final = 1000
+# Largest CSV field accepted (characters). Well above any real title or metadata value, and it bounds memory
+# when an unclosed quote would otherwise swallow the rest of the file into one field.
+MAX_FIELD_CHARS: Final = 4 * 1024 * 1024
+# Largest JSON Lines line accepted (characters); a longer line is reported and skipped without being held.
+MAX_LINE_CHARS: Final = 8 * 1024 * 1024
+# The first bytes are checked strictly: a file that is not UTF-8 there is refused as a whole.
+_HEAD_BYTES: Final = 64 * 1024
+
+FORMAT_CSV: Final = "csv"
+FORMAT_JSONL: Final = "jsonl"
+FORMATS: Final = (FORMAT_CSV, FORMAT_JSONL)
+_JSONL_SUFFIXES: Final = {".jsonl", ".ndjson"}
+
+_KNOWN_COLUMNS: Final = ("inventory_id", "title", "kind", "parent_id")
+_ID_MAX: Final = CatalogItem._meta.get_field("inventory_id").max_length
+_TITLE_MAX: Final = CatalogItem._meta.get_field("title").max_length
+_VIONLABS_ID_MAX: Final = CatalogItem._meta.get_field("vionlabs_id").max_length
+_KINDS: Final = frozenset(ItemKind.values)
+
+_CREATED, _UPDATED, _UNCHANGED = 1, 2, 3
+
+
+class ImportFileError(Exception):
+    """The file as a whole cannot be imported (not UTF-8, no header, no inventory_id column, empty)."""
+
+
+class ImportInterrupted(Exception):
+    """The source failed part-way (Vionlabs unreachable); what was imported before is kept, in `report`."""
+
+    def __init__(self, message: str, *, report: ImportReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    line: int
+    reason: str
+    inventory_id: str = ""
+    # "line" for a file; "item" (its position in the listing) for the Vionlabs Catalog API.
+    unit: str = "line"
+
+    def __str__(self) -> str:
+        return f"{self.unit} {self.line}: {self.reason}"
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """Counts of one import, and the first `max_errors` bad rows (all of them are counted in `bad`)."""
+
+    max_errors: int | None = None
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    bad: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.bad == 0
+
+    @property
+    def total(self) -> int:
+        return self.created + self.updated + self.unchanged + self.bad
+
+    @property
+    def errors_not_shown(self) -> int:
+        return self.bad - len(self.errors)
+
+    def add_error(self, error: RowError) -> None:
+        self.bad += 1
+        if self.max_errors is None or len(self.errors) < self.max_errors:
+            self.errors.append(error)
+
+    def summary(self) -> str:
+        return (
+            f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, {self.bad} bad "
+            f"({self.total} rows)"
+        )
+
+
+@dataclass(slots=True)
+class _Row:
+    line: int
+    inventory_id: str
+    title: str
+    kind: str
+    parent_id: str
+    metadata: dict[str, Any]
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+def detect_format(*, name: str | None = None, explicit: str | None = None) -> str | None:
+    """The format asked for, else the one the file name says (.jsonl/.ndjson), else None (look at the data)."""
+    if explicit:
+        if explicit not in FORMATS:
+            raise ImportFileError(f"Unknown format {explicit!r}: use one of {', '.join(FORMATS)}.")
+        return explicit
+    if name and name != "-":
+        return FORMAT_JSONL if Path(name).suffix.lower() in _JSONL_SUFFIXES else FORMAT_CSV
+    return None
+
+
+class _PrefixedReader(io.RawIOBase):
+    """The bytes already read to check the encoding, then the rest of the stream: stdin cannot seek back."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _open_text(stream: BinaryIO) -> tuple[io.TextIOWrapper, str]:
+    """A text stream over the binary one (and its first characters), after checking it starts as UTF-8.
+
+    Invalid bytes further on are decoded as lone surrogates (surrogateescape) and the row holding them is
+    reported as bad, instead of ending the import half-way with a traceback.
+    """
+    head = stream.read(_HEAD_BYTES)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ImportFileError(
+            "The file is UTF-16 text: save it as UTF-8 (CSV UTF-8 in spreadsheet programs)."
+        )
+    is_complete = len(head) < _HEAD_BYTES
+    try:
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=is_complete)
+    except UnicodeDecodeError as exc:
+        hint = (
+            " (it looks like a spreadsheet: export it as CSV UTF-8)" if head.startswith(b"PK\x03\x04") else ""
+        )
+        raise ImportFileError(
+            f"The file is not UTF-8 text{hint}: byte {exc.start + 1} cannot be decoded. Save it as UTF-8."
+        ) from None
+    if not text.strip():
+        raise ImportFileError("The file is empty.")
+    buffered = io.BufferedReader(_PrefixedReader(head, stream), buffer_size=_HEAD_BYTES)
+    wrapper = io.TextIOWrapper(buffered, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return wrapper, text
+
+
+def _text_problem(value: Any) -> str | None:
+    """Why a value cannot be stored (invalid UTF-8 or NUL, which PostgreSQL refuses), or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "contains a NUL character"
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "is not valid UTF-8"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _text_problem(key) or _text_problem(item)
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for item in value:
+            problem = _text_problem(item)
+            if problem:
+                return problem
+    return None
+
+
+def _as_text(value: Any, name: str) -> str:
+    """A JSON value that should be text: strings as they are, null as blank, integers as their digits."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"{name} must be a string, not {type(value).__name__}")
+
+
+def _make_row(line: int, values: dict[str, Any], metadata: dict[str, Any]) -> _Row | RowError:
+    """Validate one row's values; the reasons are meant for the person who fixes the file."""
+    try:
+        inventory_id = _as_text(values.get("inventory_id"), "inventory_id")
+        title = _as_text(values.get("title"), "title").strip()
+        kind = _as_text(values.get("kind"), "kind").strip().lower() or ItemKind.STANDALONE
+        parent_id = _as_text(values.get("parent_id"), "parent_id")
+    except ValueError as exc:
+        return RowError(line, str(exc))
+    for name, value in (("inventory_id", inventory_id), ("title", title), ("parent_id", parent_id)):
+        if problem := _text_problem(value):
+            return RowError(line, f"{name} {problem}", inventory_id if name != "inventory_id" else "")
+    if problem := _text_problem(metadata):
+        return RowError(line, f"a metadata value {problem}", inventory_id)
+    if not inventory_id:
+        return RowError(line, "inventory_id is blank")
+    if len(inventory_id) > _ID_MAX:
+        return RowError(line, f"inventory_id is {len(inventory_id)} characters long; the limit is {_ID_MAX}")
+    try:
+        validate_inventory_id(inventory_id)
+    except ValidationError as exc:
+        return RowError(line, " ".join(exc.messages), inventory_id)
+    if len(title) > _TITLE_MAX:
+        return RowError(
+            line,
+            f"title is {len(title)} characters long; the limit is {_TITLE_MAX} (row not imported)",
+            inventory_id,
+        )
+    if kind not in _KINDS:
+        return RowError(
+            line, f"unknown kind {kind!r} (expected one of {', '.join(ItemKind.values)})", inventory_id
+        )
+    if parent_id:
+        if parent_id == inventory_id:
+            return RowError(line, "the item names itself as its parent", inventory_id)
+        if len(parent_id) > _ID_MAX:
+            return RowError(line, f"parent_id is longer than {_ID_MAX} characters", inventory_id)
+    return _Row(line, inventory_id, title, kind, parent_id, metadata)
+
+
+def _csv_rows(text: io.TextIOWrapper) -> Iterator[_Row | RowError]:
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))
+    reader = csv.reader(text, strict=False)
+    header: list[str] = []
+    while not header:
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ImportFileError("The file is empty.") from None
+        except csv.Error as exc:
+            raise ImportFileError(f"The header line cannot be read as CSV: {exc}.") from None
+    names: list[str] = []
+    for position, raw in enumerate(header, start=1):
+        name = raw.strip()
+        known = name.lower()
+        names.append(known if known in _KNOWN_COLUMNS else name or f"column_{position}")
+    if "inventory_id" not in names:
+        found = ", ".join(repr(n) for n in names[:10])
+        hint = ""
+        if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
+            hint = " The file must be comma-separated."
+        raise ImportFileError(
+            f"The header (line {reader.line_num}) has no inventory_id column; found {found}.{hint}"
+        )
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ImportFileError(f"The header repeats column(s) {', '.join(duplicates)}.")
+
+    last_line = reader.line_num
+    while True:
+        line = last_line + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            last_line = reader.line_num
+            yield RowError(line, f"malformed CSV: {exc}")
+            continue
+        last_line = reader.line_num
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue  # a blank line
+        if len(fields) != len(names):
+            yield RowError(line, f"{len(fields)} fields, but the header has {len(names)}")
+            continue
+        values: dict[str, Any] = {}
+        metadata: dict[str, Any] = {}
+        for name, value in zip(names, fields, strict=True):
+            if name in _KNOWN_COLUMNS:
+                values[name] = value
+            elif value != "":
+                metadata[name] = value
+        yield _make_row(line, values, metadata)
+
+
+def _jsonl_rows(text: io.TextIOWrapper) -> Iterator[_Row | RowError]:
+    line = 0
+    while True:
+        raw = text.readline(MAX_LINE_CHARS)
+        if not raw:
+            return
+        line += 1
+        if len(raw) >= MAX_LINE_CHARS and not raw.endswith(("\n", "\r")):
+            while (rest := text.readline(MAX_LINE_CHARS)) and not rest.endswith(("\n", "\r")):
+                pass
+            yield RowError(line, f"line is longer than {MAX_LINE_CHARS} characters")
+            continue
+        if not raw.strip():
+            continue
+        if problem := _text_problem(raw):
+            yield RowError(line, f"line {problem}")
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError as exc:
+            yield RowError(line, f"malformed JSON: {exc}")
+            continue
+        if not isinstance(obj, dict):
+            yield RowError(line, f"expected a JSON object, found {type(obj).__name__}")
+            continue
+        values = {name: obj.pop(name, None) for name in _KNOWN_COLUMNS}
+        if "inventory_id" not in values or values["inventory_id"] is None:
+            yield RowError(line, "inventory_id is missing")
+            continue
+        yield _make_row(line, values, obj)
+
+
+# --- remembering across batches -------------------------------------------------------------------------
+
+
+class _Scratch:
+    """What must be remembered over the whole file (ids seen, children whose parent is still unknown), kept
+    in a temporary SQLite file rather than in memory, so a million-row file costs a few MB of RAM."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.NamedTemporaryFile(prefix="import-catalog-", suffix=".sqlite3")  # noqa: SIM115
+        self._db = sqlite3.connect(self._file.name, isolation_level=None)
+        self._db.executescript(
+            """
+            PRAGMA journal_mode = OFF;
+            PRAGMA synchronous = OFF;
+            PRAGMA cache_size = -8000;
+            CREATE TABLE seen (id TEXT PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID;
+            CREATE TABLE pending (
+                line INTEGER PRIMARY KEY, id TEXT NOT NULL, parent TEXT NOT NULL, outcome INTEGER NOT NULL
+            );
+            BEGIN;
+            """
+        )
+
+    def first_line(self, inventory_id: str, line: int) -> int | None:
+        """Remember the id; if it was seen before, the line where it was first seen."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (inventory_id, line))
+        if cursor.rowcount:
+            return None
+        return self._db.execute("SELECT line FROM seen WHERE id = ?", (inventory_id,)).fetchone()[0]
+
+    def add_pending(self, rows: Iterable[tuple[int, str, str, int]]) -> None:
+        self._db.executemany("INSERT INTO pending VALUES (?, ?, ?, ?)", rows)
+
+    def pending_chunks(self, size: int) -> Iterator[list[tuple[int, str, str, int]]]:
+        last = 0
+        while True:
+            chunk = self._db.execute(
+                "SELECT line, id, parent, outcome FROM pending WHERE line > ? ORDER BY line LIMIT ?",
+                (last, size),
+            ).fetchall()
+            if not chunk:
+                return
+            yield chunk
+            last = chunk[-1][0]
+
+    def close(self) -> None:
+        self._db.close()
+        self._file.close()
+
+
+# --- writing ----------------------------------------------------------------------------------------------
+
+
+def _set_parents(assignments: dict[str, int]) -> None:
+    """Point children (by inventory id) at their parents (by pk): one UPDATE per parent, not per child."""
+    by_parent: dict[int, list[str]] = defaultdict(list)
+    for child, parent_pk in assignments.items():
+        by_parent[parent_pk].append(child)
+    now = timezone.now()
+    for parent_pk, children in by_parent.items():
+        CatalogItem.objects.filter(inventory_id__in=children).update(parent_id=parent_pk, updated_at=now)
+
+
+class _FileImporter:
+    def __init__(self, *, report: ImportReport, batch_size: int) -> None:
+        self.report = report
+        self.batch_size = batch_size
+        self.scratch = _Scratch()
+
+    def run(self, rows: Iterable[_Row | RowError]) -> None:
+        try:
+            batch: list[_Row] = []
+            for row in rows:
+                if isinstance(row, RowError):
+                    self.report.add_error(row)
+                    continue
+                first = self.scratch.first_line(row.inventory_id, row.line)
+                if first is not None:
+                    self.report.add_error(
+                        RowError(
+                            row.line,
+                            f"duplicate inventory id (first seen on line {first}; the first row wins)",
+                            row.inventory_id,
+                        )
+                    )
+                    continue
+                batch.append(row)
+                if len(batch) >= self.batch_size:
+                    self._flush(batch)
+                    batch = []
+            if batch:
+                self._flush(batch)
+            self._resolve_pending()
+        finally:
+            self.scratch.close()
+
+    def _flush(self, batch: list[_Row]) -> None:
+        try:
+            outcomes, pending = self._write(batch)
+        except DatabaseError:
+            if len(batch) == 1:
+                raise
+            # Find the row the database refused, keeping every good row of the batch.
+            for row in batch:
+                try:
+                    self._flush_one(row)
+                except DatabaseError as exc:
+                    self.report.add_error(
+                        RowError(row.line, f"the database refused the row: {exc}", row.inventory_id)
+                    )
+            return
+        self._count(outcomes)
+        self.scratch.add_pending(pending)
+
+    def _flush_one(self, row: _Row) -> None:
+        outcomes, pending = self._write([row])
+        self._count(outcomes)
+        self.scratch.add_pending(pending)
+
+    def _count(self, outcomes: Iterable[int]) -> None:
+        for outcome in outcomes:
+            if outcome == _CREATED:
+                self.report.created += 1
+            elif outcome == _UPDATED:
+                self.report.updated += 1
+            else:
+                self.report.unchanged += 1
+
+    def _write(self, batch: list[_Row]) -> tuple[list[int], list[tuple[int, str, str, int]]]:
+        """Upsert one batch in one transaction; returns each row's outcome and the rows whose parent is
+        still unknown (later in the file, or missing)."""
+        ids = [row.inventory_id for row in batch]
+        parent_ids = {row.parent_id for row in batch if row.parent_id}
+        with transaction.atomic():
+            existing = {
+                inventory_id: (title, kind, metadata, parent)
+                for inventory_id, title, kind, metadata, parent in CatalogItem.objects.filter(
+                    inventory_id__in=ids
+                ).values_list("inventory_id", "title", "kind", "metadata", "parent_id")
+            }
+            parent_pks = dict(
+                CatalogItem.objects.filter(inventory_id__in=parent_ids).values_list("inventory_id", "pk")
+            )
+            outcomes: list[int] = []
+            to_write: list[CatalogItem] = []
+            later: list[tuple[int, _Row]] = []
+            for index, row in enumerate(batch):
+                current = existing.get(row.inventory_id)
+                current_parent = current[3] if current else None
+                if not row.parent_id:
+                    parent = None
+                elif row.parent_id in parent_pks:
+                    parent = parent_pks[row.parent_id]
+                else:
+                    # Created in this batch, later in the file, or missing: decided below or at the end.
+                    parent = current_parent
+                    later.append((index, row))
+                wanted = (row.title, row.kind, row.metadata, parent)
+                if current is None:
+                    outcomes.append(_CREATED)
+                elif current != wanted:
+                    outcomes.append(_UPDATED)
+                else:
+                    outcomes.append(_UNCHANGED)
+                    continue
+                to_write.append(
+                    CatalogItem(
+                        inventory_id=row.inventory_id,
+                        title=row.title,
+                        kind=row.kind,
+                        metadata=row.metadata,
+                        parent_id=parent,
+                    )
+                )
+            if to_write:
+                CatalogItem.objects.bulk_create(
+                    to_write,
+                    update_conflicts=True,
+                    unique_fields=["inventory_id"],
+                    update_fields=["title", "kind", "metadata", "parent", "updated_at"],
+                )
+            pending: list[tuple[int, str, str, int]] = []
+            if later:
+                found = dict(
+                    CatalogItem.objects.filter(
+                        inventory_id__in={row.parent_id for _, row in later}
+                    ).values_list("inventory_id", "pk")
+                )
+                assignments: dict[str, int] = {}
+                for index, row in later:
+                    parent_pk = found.get(row.parent_id)
+                    if parent_pk is None:
+                        pending.append((row.line, row.inventory_id, row.parent_id, outcomes[index]))
+                        continue
+                    current = existing.get(row.inventory_id)
+                    if current is None or current[3] != parent_pk:
+                        assignments[row.inventory_id] = parent_pk
+                        if outcomes[index] == _UNCHANGED:
+                            outcomes[index] = _UPDATED
+                _set_parents(assignments)
+        return outcomes, pending
+
+    def _resolve_pending(self) -> None:
+        """The second pass: parents that appeared later in the file exist now; the rest are missing."""
+        for chunk in self.scratch.pending_chunks(self.batch_size):
+            with transaction.atomic():
+                parents = dict(
+                    CatalogItem.objects.filter(
+                        inventory_id__in={parent for _, _, parent, _ in chunk}
+                    ).values_list("inventory_id", "pk")
+                )
+                current = dict(
+                    CatalogItem.objects.filter(
+                        inventory_id__in=[child for _, child, _, _ in chunk]
+                    ).values_list("inventory_id", "parent_id")
+                )
+                assignments: dict[str, int] = {}
+                for line, child, parent, outcome in chunk:
+                    parent_pk = parents.get(parent)
+                    if parent_pk is None:
+                        self.report.add_error(
+                            RowError(
+                                line,
+                                f"parent {parent!r} is neither in the file nor in the catalog "
+                                "(the item was imported; its parent was left as it was)",
+                                child,
+                            )
+                        )
+                        self._uncount(outcome)
+                    elif current.get(child) != parent_pk:
+                        assignments[child] = parent_pk
+                        if outcome == _UNCHANGED:
+                            self.report.unchanged -= 1
+                            self.report.updated += 1
+                _set_parents(assignments)
+
+    def _uncount(self, outcome: int) -> None:
+        # Each row is counted once: a row reported as bad leaves the count it was first given.
+        if outcome == _CREATED:
+            self.report.created -= 1
+        elif outcome == _UPDATED:
+            self.report.updated -= 1
+        else:
+            self.report.unchanged -= 1
+
+
+def import_catalog_file(
+    stream: BinaryIO,
+    *,
+    fmt: str | None = None,
+    name: str | None = None,
+    batch_size: int = BATCH_SIZE,
+    max_errors: int | None = None,
+) -> ImportReport:
+    """Import a CSV or JSON Lines catalog from a binary stream; raises ImportFileError for a malformed file.
+
+    `fmt` ("csv"/"jsonl") wins; otherwise the name's extension decides, and a nameless stream (stdin) is
+    JSON Lines when its first character is `{`.
+    """
+    fmt = detect_format(name=name, explicit=fmt)
+    text, head = _open_text(stream)
+    if fmt is None:
+        fmt = FORMAT_JSONL if head.lstrip().startswith("{") else FORMAT_CSV
+    report = ImportReport(max_errors=max_errors)
+    rows = _jsonl_rows(text) if fmt == FORMAT_JSONL else _csv_rows(text)
+    _FileImporter(report=report, batch_size=batch_size).run(rows)
+    return report
+
+
+# --- the Vionlabs Catalog API -------------------------------------------------------------------------------
+
+
+def _entry_problem(entry: CatalogEntry) -> str | None:
+    if not isinstance(entry.id, str) or not entry.id:
+        return "id is blank"
+    if len(entry.id) > _ID_MAX:
+        return f"id is longer than {_ID_MAX} characters"
+    try:
+        validate_inventory_id(entry.id)
+    except ValidationError as exc:
+        return " ".join(exc.messages)
+    if problem := _text_problem(entry.id):
+        return f"id {problem}"
+    if entry.type not in _KINDS:
+        return f"unknown type {entry.type!r}"
+    if entry.vionlabs_id is not None and (
+        len(entry.vionlabs_id) > _VIONLABS_ID_MAX or _text_problem(entry.vionlabs_id)
+    ):
+        return "vionlabs_id is too long or not text"
+    return None
+
+
+def _write_vionlabs_batch(batch: dict[str, CatalogEntry], report: ImportReport) -> None:
+    """Upsert kind and vionlabs_id (titles, metadata and parents stay as the files made them)."""
+    with transaction.atomic():
+        existing = {
+            inventory_id: (kind, vionlabs_id)
+            for inventory_id, kind, vionlabs_id in CatalogItem.objects.filter(
+                inventory_id__in=list(batch)
+            ).values_list("inventory_id", "kind", "vionlabs_id")
+        }
+        to_write: list[CatalogItem] = []
+        created = updated = unchanged = 0
+        for inventory_id, entry in batch.items():
+            wanted = (entry.type, entry.vionlabs_id or "")
+            current = existing.get(inventory_id)
+            if current == wanted:
+                unchanged += 1
+                continue
+            if current is None:
+                created += 1
+            else:
+                updated += 1
+            to_write.append(CatalogItem(inventory_id=inventory_id, kind=wanted[0], vionlabs_id=wanted[1]))
+        if to_write:
+            CatalogItem.objects.bulk_create(
+                to_write,
+                update_conflicts=True,
+                unique_fields=["inventory_id"],
+                update_fields=["kind", "vionlabs_id", "updated_at"],
+            )
+    report.created += created
+    report.updated += updated
+    report.unchanged += unchanged
+
+
+def import_from_vionlabs(
+    entries: Iterable[CatalogEntry], *, batch_size: int = BATCH_SIZE, max_errors: int | None = None
+) -> ImportReport:
+    """Upsert the items of a Vionlabs catalog listing (id → inventory_id, type → kind, vionlabs_id).
+
+    The listing is read page by page between batches, never inside a transaction. When it fails part-way
+    (a VionlabsError), the batches written so far are kept and ImportInterrupted carries their report.
+    """
+    report = ImportReport(max_errors=max_errors)
+    iterator = iter(entries)
+    batch: dict[str, CatalogEntry] = {}
+    position = 0
+    while True:
+        try:
+            entry = next(iterator)
+        except StopIteration:
+            break
+        except VionlabsError as exc:
+            if batch:
+                _write_vionlabs_batch(batch, report)
+            raise ImportInterrupted(
+                f"The Vionlabs catalog listing failed after {position} items: {exc}", report=report
+            ) from exc
+        position += 1
+        if problem := _entry_problem(entry):
+            report.add_error(
+                RowError(position, problem, entry.id if isinstance(entry.id, str) else "", unit="item")
+            )
+            continue
+        if entry.id in batch:
+            # A listing that shifts while being paged can repeat an item: the upsert makes it harmless.
+            report.unchanged += 1
+        batch[entry.id] = entry
+        if len(batch) >= batch_size:
+            _write_vionlabs_batch(batch, report)
+            batch = {}
+    if batch:
+        _write_vionlabs_batch(batch, report)
+    return report
