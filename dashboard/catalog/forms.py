@@ -1,0 +1,225 @@
+"""Forms of the operations UI. `CatalogFilterForm` is the one place the catalog filters live: the catalog page
+and the bulk operations ("all N matching this filter") both call `filter_items`, so they cannot disagree."""
+
+import base64
+import binascii
+import datetime as dt
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from django import forms
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from .models import (
+    CatalogItem,
+    ItemKind,
+    PriorityChoices,
+    ProductChoices,
+    ProductSetting,
+    ProductTask,
+    TaskStatus,
+)
+
+#: The status filter's value for tasks Vionlabs has not answered for yet (stored as an empty status).
+UNANSWERED = "unanswered"
+#: Items that are only containers of episodes: no video of their own, so never "missing" a product.
+CONTAINER_KINDS = (ItemKind.SERIES, ItemKind.SEASON)
+
+ITEM_SORTS = {
+    "inventory_id": "Inventory id (A to Z)",
+    "-inventory_id": "Inventory id (Z to A)",
+    "title": "Title (A to Z)",
+    "-title": "Title (Z to A)",
+}
+
+
+def encode_cursor(values: list[Any]) -> str:
+    """An opaque, URL-safe page cursor (the sort key of the row a page starts after or before)."""
+    raw = json.dumps(values, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> list[Any]:
+    try:
+        padded = text + "=" * (-len(text) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise forms.ValidationError("This page link is damaged: go back to the first page.") from exc
+    if not isinstance(values, list) or len(values) != 2 or not isinstance(values[1], int):
+        raise forms.ValidationError("This page link is damaged: go back to the first page.")
+    return values
+
+
+class CursorFieldsMixin(forms.Form):
+    after = forms.CharField(required=False, widget=forms.HiddenInput, max_length=2000)
+    before = forms.CharField(required=False, widget=forms.HiddenInput, max_length=2000)
+
+    def clean_after(self) -> list[Any] | None:
+        value = self.cleaned_data.get("after")
+        return decode_cursor(value) if value else None
+
+    def clean_before(self) -> list[Any] | None:
+        value = self.cleaned_data.get("before")
+        return decode_cursor(value) if value else None
+
+
+def product_choices(blank: str) -> list[tuple[str, str]]:
+    return [("", blank), *ProductChoices.choices]
+
+
+class CatalogFilterForm(CursorFieldsMixin, forms.Form):
+    q = forms.CharField(
+        label="Search", required=False, max_length=200, help_text="Inventory id or title contains"
+    )
+    product = forms.ChoiceField(label="Product", required=False, choices=product_choices("Any product"))
+    status = forms.CharField(
+        label="Status",
+        required=False,
+        max_length=32,
+        help_text="Of the product's task; any value Vionlabs uses, or 'unanswered'",
+    )
+    version = forms.CharField(label="Version", required=False, max_length=100)
+    kind = forms.ChoiceField(label="Kind", required=False, choices=[("", "Any kind"), *ItemKind.choices])
+    missing = forms.ChoiceField(
+        label="Missing product",
+        required=False,
+        choices=product_choices("—"),
+        help_text="No task at its version",
+    )
+    failures = forms.BooleanField(label="Has failures", required=False)
+    sort = forms.ChoiceField(label="Sort", required=False, choices=list(ITEM_SORTS.items()))
+
+    #: The fields that select items (the rest, sort and cursors, only arrange them).
+    FILTER_FIELDS = ("q", "product", "status", "version", "kind", "missing", "failures")
+
+    def clean_sort(self) -> str:
+        return self.cleaned_data.get("sort") or "inventory_id"
+
+    def clean_status(self) -> str:
+        return self.cleaned_data.get("status", "").strip()
+
+    def clean_version(self) -> str:
+        return self.cleaned_data.get("version", "").strip()
+
+    def filter_items(
+        self, qs: QuerySet[CatalogItem], *, settings: Iterable[ProductSetting] | None = None
+    ) -> QuerySet[CatalogItem]:
+        """The items matching the filter. Raises ValueError on an invalid filter: acting on a partial filter
+        would touch items the operator did not choose."""
+        if not self.is_valid():
+            raise ValueError(f"Invalid catalog filter: {self.errors.as_text()}")
+        data = self.cleaned_data
+        qs = qs.search(data["q"])
+        if data["kind"]:
+            qs = qs.filter(kind=data["kind"])
+        task_q = Q()
+        if data["product"]:
+            task_q &= Q(product=data["product"])
+        if data["status"]:
+            task_q &= Q(status="" if data["status"] == UNANSWERED else data["status"])
+        if data["version"]:
+            task_q &= Q(version=data["version"])
+        if task_q:
+            qs = qs.filter(Exists(ProductTask.objects.filter(task_q, item=OuterRef("pk"))))
+        if data["missing"]:
+            version = data["version"]
+            if not version:
+                if settings is None:
+                    settings = ProductSetting.objects.filter(product=data["missing"])
+                version = next((s.default_version for s in settings if s.product == data["missing"]), "")
+            has_task = ProductTask.objects.filter(item=OuterRef("pk"), product=data["missing"])
+            if version:
+                has_task = has_task.filter(version=version)
+            qs = qs.exclude(kind__in=CONTAINER_KINDS).filter(~Exists(has_task))
+        if data["failures"]:
+            qs = qs.filter(Exists(ProductTask.objects.filter(item=OuterRef("pk"), status=TaskStatus.FAILED)))
+        return qs
+
+    def filter_query(self) -> str:
+        """The filter part of the query string (no sort, no cursor), for links and bulk operations."""
+        from django.http import QueryDict
+
+        query = QueryDict(mutable=True)
+        for name in self.FILTER_FIELDS:
+            value = self.data.get(name)
+            if value:
+                query[name] = value
+        return query.urlencode()
+
+    @property
+    def is_filtered(self) -> bool:
+        return any(self.data.get(name) for name in self.FILTER_FIELDS)
+
+
+TASK_AGES = {
+    "": "Any age",
+    "1h": "In this status > 1 hour",
+    "6h": "In this status > 6 hours",
+    "24h": "In this status > 1 day",
+    "7d": "In this status > 7 days",
+}
+AGE_DELTAS = {
+    "1h": dt.timedelta(hours=1),
+    "6h": dt.timedelta(hours=6),
+    "24h": dt.timedelta(days=1),
+    "7d": dt.timedelta(days=7),
+}
+
+
+class TaskFilterForm(CursorFieldsMixin, forms.Form):
+    status = forms.CharField(label="Status", required=False, max_length=32)
+    product = forms.ChoiceField(label="Product", required=False, choices=product_choices("Any product"))
+    version = forms.CharField(label="Version", required=False, max_length=100)
+    priority = forms.ChoiceField(
+        label="Priority", required=False, choices=[("", "Any priority"), *PriorityChoices.choices]
+    )
+    age = forms.ChoiceField(label="Age", required=False, choices=list(TASK_AGES.items()))
+    error = forms.CharField(label="Error contains", required=False, max_length=200)
+    stuck = forms.BooleanField(label="Stuck only", required=False)
+
+    FILTER_FIELDS = ("status", "product", "version", "priority", "age", "error", "stuck")
+
+    def clean_status(self) -> str:
+        return self.cleaned_data.get("status", "").strip()
+
+    def filter_tasks(self, qs: QuerySet[ProductTask]) -> QuerySet[ProductTask]:
+        """The tasks matching the filter (the `stuck` flag is applied by the caller, who has the thresholds).
+        Raises ValueError on an invalid filter."""
+        if not self.is_valid():
+            raise ValueError(f"Invalid task filter: {self.errors.as_text()}")
+        data = self.cleaned_data
+        if data["status"]:
+            qs = qs.filter(status="" if data["status"] == UNANSWERED else data["status"])
+        if data["product"]:
+            qs = qs.filter(product=data["product"])
+        if data["version"].strip():
+            qs = qs.filter(version=data["version"].strip())
+        if data["priority"]:
+            qs = qs.filter(priority=data["priority"])
+        if data["age"]:
+            cutoff = timezone.now() - AGE_DELTAS[data["age"]]
+            qs = qs.filter(
+                Q(status_changed_at__lt=cutoff) | Q(status_changed_at__isnull=True, created_at__lt=cutoff)
+            )
+        if data["error"].strip():
+            qs = qs.filter(error__icontains=data["error"].strip())
+        return qs
+
+
+class TaskCreateForm(forms.Form):
+    product = forms.ChoiceField(label="Product")
+    # Not required: a blank version is passed on, and Vionlabs' own answer (422) is shown to the operator.
+    version = forms.CharField(label="Version", required=False, max_length=100, strip=True)
+    priority = forms.ChoiceField(label="Priority", choices=PriorityChoices.choices)
+
+    def __init__(self, *args: Any, settings: list[ProductSetting], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.product_settings = {s.product: s for s in settings}
+        self.fields["product"].choices = [(s.product, s.get_product_display()) for s in settings]
+        if not self.is_bound and settings:
+            chosen = self.product_settings.get(self.initial.get("product", ""), settings[0])
+            self.initial.setdefault("product", chosen.product)
+            self.initial.setdefault("version", chosen.default_version)
+            self.initial.setdefault("priority", chosen.default_priority)
