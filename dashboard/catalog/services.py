@@ -245,6 +245,16 @@ def _marker_blocks(task: ProductTask, now: dt.datetime) -> bool:
     )
 
 
+def _mutation_overlaps(task: ProductTask, observed_at: dt.datetime) -> bool:
+    """A live create/deactivate marked before a read was sent: the read may have been served before it."""
+    return bool(
+        task.action_in_progress
+        and task.action_started_at is not None
+        and task.action_started_at <= observed_at
+        and observed_at - task.action_started_at < ABANDONED_AFTER
+    )
+
+
 def _in_progress_message(task: ProductTask) -> str:
     return (
         f"A {task.action_in_progress} of {task.product} {task.version} for {task.item.inventory_id} "
@@ -576,8 +586,11 @@ def task_refresh(
 ) -> ProductTask:
     """Read one task's status from Vionlabs (GET) and record it with an event; raises the client's error."""
     who = _Who(_actor(actor), source, operation)
-    task = ProductTask.objects.select_related("item").get(pk=task.pk)
+    # The time first, then the row: a mutation not yet marked when the row is read starts after this time,
+    # so its answer counts as newer than ours. One already marked may be served before or after our GET.
     observed_at = timezone.now()
+    task = ProductTask.objects.select_related("item").get(pk=task.pk)
+    busy_at_start = _marker_blocks(task, observed_at)
     try:
         state = _read_task(task)
     except VionlabsError as error:
@@ -587,10 +600,16 @@ def task_refresh(
         task = _relock(task)
         status_before = task.status
         answer = _answer_from_state(state)
-        applied = _apply(task, answer, observed_at)
+        busy = busy_at_start or _mutation_overlaps(task, observed_at)
+        applied = not busy and _apply(task, answer, observed_at)
         task.save()
         # An explicit refresh is always recorded, changed or not: someone (or something) asked for it.
-        if not applied:
+        if busy:
+            detail = (
+                f"Vionlabs answered '{answer.status}' while a {task.action_in_progress or 'change'} was under way; "
+                "not applied, the change's own answer decides."
+            )
+        elif not applied:
             detail = _stale_note(answer)
         elif status_before == task.status:
             detail = "No change."
@@ -619,7 +638,14 @@ def item_refresh(
     (event `discover`). Events are written for changes only. Raises the client's error."""
     who = _Who(_actor(actor), source, operation)
     client = get_client()
-    observed_at = timezone.now()
+    observed_at = timezone.now()  # before reading the markers: see task_refresh
+    busy_at_start = {
+        pk
+        for pk, action, started in ProductTask.objects.filter(item=item)
+        .exclude(action_in_progress="")
+        .values_list("pk", "action_in_progress", "action_started_at")
+        if started is not None and observed_at - started < ABANDONED_AFTER
+    }
     try:
         ensure_no_transaction()
         item_tasks = client.list_item_tasks(item.inventory_id)
@@ -657,6 +683,8 @@ def item_refresh(
                     note="Found at Vionlabs; the dashboard had no row for it.",
                 )
                 continue
+            if row.pk in busy_at_start or _mutation_overlaps(row, observed_at):
+                continue  # a create or deactivate is under way: its own answer decides
             status_before = row.status
             if _apply(row, answer, observed_at):
                 row.save()

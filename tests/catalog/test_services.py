@@ -438,6 +438,41 @@ def test_an_older_answer_never_overwrites_a_newer_one(mocked, item):
     assert "newer answer had already been recorded" in event.note
 
 
+def test_a_read_sent_while_a_deactivate_is_under_way_does_not_decide_the_status(mocked, item):
+    # The GET may be served before the DELETE it overlaps; only the DELETE's own answer can be trusted.
+    task = make_task(
+        item, status="pending", action_in_progress="deactivate", action_started_at=timezone.now()
+    )
+    mocked.get(task_url(), json=state("processing"))
+
+    task = services.task_refresh(task=task, source=EventSource.SYNC)
+
+    task.refresh_from_db()
+    assert task.status == "pending"
+    assert task.action_in_progress == "deactivate"
+    event = task.events.get()
+    assert event.action == EventAction.REFRESH
+    assert "while a deactivate was under way" in event.note
+
+
+def test_item_refresh_leaves_rows_with_a_change_under_way_alone(mocked, item):
+    busy = make_task(
+        item, product="adbreaks", status="", action_in_progress="create", action_started_at=timezone.now()
+    )
+    idle = make_task(item, product="markers", status="pending")
+    mocked.get(
+        item_url(),
+        json=item_tasks(("adbreaks", "1.0.1", "pending", None), ("markers", "1.0.1", "done", None)),
+    )
+
+    services.item_refresh(item=item)
+
+    busy.refresh_from_db()
+    idle.refresh_from_db()
+    assert (busy.status, idle.status) == ("", "done")
+    assert not busy.events.exists()
+
+
 def test_an_unexpected_error_during_the_call_releases_the_marker(mocked, item):
     mocked.post(task_url(), body=KeyError("a bug"))
 
