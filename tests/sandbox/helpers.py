@@ -26,8 +26,8 @@ def call(sandbox, method: str, path: str, *, key: str | None = "default", **kwar
     params = dict(kwargs.pop("params", {}))
     if key is not None:
         params["key"] = sandbox.api_key if key == "default" else key
-    kwargs.setdefault("timeout", 10)
-    return requests.request(method, sandbox.url + path, params=params, **kwargs)
+    timeout = kwargs.pop("timeout", 10)
+    return requests.request(method, sandbox.url + path, params=params, timeout=timeout, **kwargs)
 
 
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02):
@@ -56,7 +56,7 @@ class FakeClock:
 
 
 class WebhookReceiver:
-    """A tiny HTTP server on a free port that records every POST it gets."""
+    """A tiny HTTP server on a free port that records every POST it gets (header names lower-cased)."""
 
     def __init__(self, status: int = 204) -> None:
         received: queue.Queue = queue.Queue()
@@ -64,7 +64,9 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                received.put((dict(self.headers), json.loads(body)))
+                received.put(
+                    ({name.lower(): value for name, value in self.headers.items()}, json.loads(body))
+                )
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
