@@ -1,0 +1,162 @@
+"""The page's single poll: only changed badges (out-of-band), database only, stops when nothing is in flight."""
+
+import datetime as dt
+import re
+import time
+
+import pytest
+import responses
+from django.urls import reverse
+from django.utils import timezone
+
+from dashboard.catalog.models import ProductTask
+
+from . import ui_fixtures
+from .ui_fixtures import add_items
+
+viewer = ui_fixtures.viewer
+products = ui_fixtures.products
+viewer_client = ui_fixtures.viewer_client
+
+AUTH = 4
+
+
+def poll_url(html: str) -> str:
+    """The poll element's URL, as the browser would request it."""
+    match = re.search(r'<div id="poll"[^>]*(?:hx-get|data-poll-url)="([^"]+)"', html)
+    assert match, "no poll element"
+    return match.group(1).replace("&amp;", "&")
+
+
+def poll_element(html: str) -> str:
+    return re.search(r'<div id="poll"[^>]*>', html).group(0)
+
+
+def oob_ids(html: str) -> set[str]:
+    return set(re.findall(r'<span id="([^"]+)" hx-swap-oob="innerHTML"', html))
+
+
+def backdate(*tasks, seconds=60):
+    ProductTask.objects.filter(pk__in=[t.pk for t in tasks]).update(
+        updated_at=timezone.now() - dt.timedelta(seconds=seconds)
+    )
+
+
+@pytest.fixture
+def page_items(products):
+    items, tasks = add_items(4)  # done, pending, failed, processing
+    backdate(*tasks)
+    return items, tasks
+
+
+def test_each_page_has_exactly_one_poll_element(viewer_client, page_items):
+    items, _ = page_items
+    for url in [
+        reverse("catalog:item-list"),
+        reverse("catalog:task-list"),
+        reverse("catalog:item-detail", args=[items[1].pk]),
+    ]:
+        html = viewer_client.get(url).content.decode()
+        assert html.count('id="poll"') == 1, url
+        assert html.count('hx-trigger="every') == 1, url
+
+
+def test_poll_element_never_overlaps_and_uses_the_configured_interval(viewer_client, page_items, settings):
+    settings.DASHBOARD_POLL_INTERVAL = 7
+    html = viewer_client.get(reverse("catalog:item-list")).content.decode()
+    element = poll_element(html)
+    assert 'hx-trigger="every 7s"' in element
+    assert 'hx-sync="this:drop"' in element
+    assert 'hx-swap="outerHTML"' in element
+
+
+def test_poll_returns_only_badges_changed_since_the_last_poll(viewer_client, page_items):
+    items, tasks = page_items
+    page = viewer_client.get(reverse("catalog:item-list")).content.decode()
+    url = poll_url(page)
+    # Nothing changed yet.
+    first = viewer_client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert oob_ids(first) == set()
+    # One task moves on.
+    ProductTask.objects.filter(pk=tasks[1].pk).update(status="processing", updated_at=timezone.now())
+    second = viewer_client.get(poll_url(first), headers={"HX-Request": "true"}).content.decode()
+    assert oob_ids(second) == {f"badge-{items[1].pk}-adbreaks"}
+    assert "processing" in second
+
+
+def test_poll_on_task_ids_swaps_task_badges(viewer_client, page_items):
+    items, tasks = page_items
+    page = viewer_client.get(reverse("catalog:item-detail", args=[items[3].pk])).content.decode()
+    ProductTask.objects.filter(pk=tasks[3].pk).update(
+        status="done", updated_at=timezone.now() + dt.timedelta(seconds=1)
+    )
+    html = viewer_client.get(poll_url(page)).content.decode()
+    assert oob_ids(html) == {f"badge-{tasks[3].pk}"}
+    assert "done" in html
+
+
+def test_poll_stops_when_nothing_on_the_page_is_in_flight(viewer_client, page_items):
+    items, tasks = page_items
+    page = viewer_client.get(reverse("catalog:item-detail", args=[items[3].pk])).content.decode()
+    assert "hx-trigger" in poll_element(page)  # processing: live
+    ProductTask.objects.filter(pk=tasks[3].pk).update(status="done", updated_at=timezone.now())
+    html = viewer_client.get(poll_url(page)).content.decode()
+    # The last badge arrives, and the poll element comes back inert: no more requests.
+    assert f"badge-{tasks[3].pk}" in oob_ids(html)
+    assert "hx-trigger" not in poll_element(html)
+    assert "hx-get" not in poll_element(html)
+
+
+def test_an_unknown_status_does_not_keep_the_poll_alive(viewer_client, page_items):
+    items, tasks = page_items
+    ProductTask.objects.filter(pk=tasks[3].pk).update(status="quarantined")
+    page = viewer_client.get(reverse("catalog:item-detail", args=[items[3].pk])).content.decode()
+    assert "hx-get" not in poll_element(page)
+
+
+def test_a_page_with_nothing_in_flight_does_not_poll(viewer_client, page_items):
+    items, _ = page_items
+    html = viewer_client.get(reverse("catalog:item-detail", args=[items[0].pk])).content.decode()
+    assert "hx-trigger" not in poll_element(html)
+
+
+def test_poll_reads_the_database_only(viewer_client, page_items):
+    items, tasks = page_items
+    with responses.RequestsMock() as mock:  # any HTTP call would raise ConnectionError
+        response = viewer_client.get(
+            reverse("catalog:poll"),
+            {"items": ",".join(str(i.pk) for i in items), "tasks": str(tasks[0].pk), "since": "0"},
+        )
+        assert len(mock.calls) == 0
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("rows", [3, 30])
+def test_poll_query_count_is_constant(viewer_client, products, rows, django_assert_num_queries):
+    items, tasks = add_items(rows)
+    params = {
+        "items": ",".join(str(i.pk) for i in items),
+        "tasks": ",".join(str(t.pk) for t in tasks),
+        "since": f"{time.time() - 3600:.3f}",
+    }
+    with django_assert_num_queries(AUTH + 3):
+        response = viewer_client.get(reverse("catalog:poll"), params)
+    assert len(oob_ids(response.content.decode())) == 2 * rows
+
+
+@pytest.mark.parametrize("since", ["", "yesterday", "1e400", "-99999999999999"])
+def test_a_bad_since_is_treated_as_now(viewer_client, page_items, since):
+    items, _ = page_items
+    response = viewer_client.get(reverse("catalog:poll"), {"items": str(items[0].pk), "since": since})
+    assert response.status_code == 200
+    assert oob_ids(response.content.decode()) == set()
+
+
+def test_badges_are_live_regions_that_survive_the_swap(viewer_client, page_items):
+    items, tasks = page_items
+    html = viewer_client.get(reverse("catalog:item-detail", args=[items[1].pk])).content.decode()
+    assert f'<span id="badge-{tasks[1].pk}" class="badge-slot" aria-live="polite">' in html
+    # The poll swaps the slot's content (innerHTML), so the aria-live element itself stays in the page.
+    ProductTask.objects.filter(pk=tasks[1].pk).update(status="processing", updated_at=timezone.now())
+    poll = viewer_client.get(poll_url(html)).content.decode()
+    assert f'<span id="badge-{tasks[1].pk}" hx-swap-oob="innerHTML">' in poll
