@@ -576,7 +576,7 @@ class VionlabsClient:
         if status == 404:
             message = (
                 "Vionlabs has no such item or task (HTTP 404); check the inventory id, product and version, "
-                "and that the item is in the Vionlabs catalog (a newly ingested item can take a while to appear)."
+                "and that the item is in the Vionlabs catalog (a new item can take a while to appear)."
             )
             return _Failure(VionlabsNotFound(call.context(message), status_code=404), False, label=label)
         if status == 429:

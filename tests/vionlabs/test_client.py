@@ -7,6 +7,7 @@ from email.utils import format_datetime
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+import requests
 import responses
 from responses import matchers
 
@@ -698,3 +699,41 @@ def test_errors_survive_pickling():
     assert (str(copy), copy.status_code, copy.details) == ("bad", 422, error.details)
     unavailable = VionlabsUnavailable("down", status_code=503, outcome_unknown=True)
     assert pickle.loads(pickle.dumps(unavailable)).outcome_unknown is True  # noqa: S301
+
+
+def test_an_oversized_answer_is_a_bad_response(mocked, monkeypatch):
+    monkeypatch.setattr("dashboard.vionlabs.client._MAX_BODY", 100)
+    mocked.get(TASK_URL, json={"status": "done", "error": "x" * 500})
+    client, sleeps = make_client()
+    with pytest.raises(VionlabsBadResponse, match="larger than"):
+        client.get_task("tt1", "adbreaks", "1.0.1")
+    assert sleeps == []
+
+
+def test_a_gzipped_answer_is_decoded(mocked):
+    import gzip
+
+    body = gzip.compress(json.dumps(TASK_BODY).encode())
+    mocked.get(TASK_URL, body=body, headers={"Content-Encoding": "gzip"}, content_type="application/json")
+    client, _ = make_client()
+    assert client.get_task("tt1", "adbreaks", "1.0.1").status == "processing"
+
+
+def test_an_unexpected_requests_error_becomes_unavailable(mocked):
+    mocked.get(TASK_URL, body=requests.exceptions.InvalidHeader("bad header in answer"))
+    client, _ = make_client(max_retries=0)
+    with pytest.raises(VionlabsUnavailable):
+        client.get_task("tt1", "adbreaks", "1.0.1")
+
+
+def test_messages_name_the_call_but_not_the_url(mocked):
+    mocked.get(TASK_URL, status=404)
+    client, _ = make_client()
+    with pytest.raises(VionlabsNotFound) as caught:
+        client.get_task("tt1", "adbreaks", "1.0.1")
+    message = str(caught.value)
+    assert "[GET /tasks/catalog-item/{inventory_id}/product/{product}/version/{version}" in message
+    assert "inventory_id 'tt1', product 'adbreaks', version '1.0.1'" in message
+    assert "?" not in message
+    assert BASE not in message
+    assert caught.value.args == (message,)
