@@ -23,7 +23,7 @@ import json
 import sqlite3
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -620,6 +620,25 @@ def import_catalog_file(
     report = ImportReport(max_errors=max_errors)
     rows = _jsonl_rows(text) if fmt == FORMAT_JSONL else _csv_rows(text)
     _FileImporter(report=report, batch_size=batch_size).run(rows)
+    return report
+
+
+def import_rows(
+    rows: Iterable[Mapping[str, Any]], *, batch_size: int = BATCH_SIZE, max_errors: int | None = None
+) -> ImportReport:
+    """Import rows given as mappings (as JSON Lines objects: known keys, the rest metadata), numbered from 1.
+
+    The same validation, batching and parent resolution as a file; for code that builds a catalog itself
+    (seed_demo).
+    """
+    report = ImportReport(max_errors=max_errors)
+
+    def validated() -> Iterator[_Row | RowError]:
+        for line, row in enumerate(rows, start=1):
+            metadata = {key: value for key, value in row.items() if key not in _KNOWN_COLUMNS}
+            yield _make_row(line, {name: row.get(name) for name in _KNOWN_COLUMNS}, metadata)
+
+    _FileImporter(report=report, batch_size=batch_size).run(validated())
     return report
 
 
