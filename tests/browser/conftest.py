@@ -11,6 +11,7 @@ with REQUIRE_ALL_TESTS=1 (CI) that skip fails the run (tests/conftest.py).
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,6 +148,65 @@ def context(playwright_browser, live_server, browser_settings, watch):
 @pytest.fixture
 def page(context):
     return context.new_page()
+
+
+class Scheduler:
+    """Stands in for the sync scheduler: re-reads one item from the sandbox every `interval` seconds in a thread,
+    through the same service the real scheduler uses, so the page's poll has changes to pick up."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._shared: dict = {}
+
+    def start(self, item) -> None:
+        from django.db import connections
+
+        # An in-memory SQLite test database exists only on the test thread's connection: share it, as the live
+        # server does. Start only after the test's own requests have changed state, so that no two threads are
+        # inside a transaction on that one connection at once.
+        shared = {c.alias: c for c in connections.all() if c.vendor == "sqlite" and c.is_in_memory_db()}
+        for connection in shared.values():
+            connection.inc_thread_sharing()
+        self._shared = shared
+        self._thread = threading.Thread(target=self._run, args=(item.pk, shared), daemon=True)
+        self._thread.start()
+
+    def _run(self, item_pk: int, shared: dict) -> None:
+        from django.db import connections
+
+        from dashboard.catalog import services
+        from dashboard.catalog.models import CatalogItem
+
+        for alias, connection in shared.items():
+            connections[alias] = connection
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    services.item_refresh(item=CatalogItem.objects.get(pk=item_pk))
+                except Exception as error:  # reported by the test, which then fails
+                    self.errors.append(error)
+                    return
+        finally:
+            if not shared:
+                connections.close_all()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for connection in self._shared.values():
+            connection.dec_thread_sharing()
+
+
+@pytest.fixture
+def scheduler(live_server):
+    scheduler = Scheduler()
+    yield scheduler
+    scheduler.stop()
+    assert not scheduler.errors, f"the stand-in scheduler failed: {scheduler.errors!r}"
 
 
 def login_as(context, live_server, user) -> None:
