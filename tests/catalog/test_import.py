@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import responses as responses_lib
 from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -498,3 +499,59 @@ def test_a_100k_row_file_imports_with_peak_memory_under_150_mb(tmp_path):
     assert f"{expected} created, 0 updated, 0 unchanged, 0 bad" in output
     assert _count_items(env) == expected
     assert peak_mb < 150
+
+
+def test_from_vionlabs_pages_through_the_sandbox_catalog(use_sandbox):
+    for i in range(1203):
+        use_sandbox.state.catalog_put(f"mv-{i:04}", "standalone" if i % 3 else "series")
+
+    code, out, _ = run_from_vionlabs("--page-size", "500")
+
+    assert code == 0
+    assert "1203 created, 0 updated, 0 unchanged, 0 bad" in out
+    assert CatalogItem.objects.count() == 1203
+    assert CatalogItem.objects.get(inventory_id="mv-0000").kind == "series"
+    assert CatalogItem.objects.exclude(vionlabs_id="").count() == 1203
+    assert use_sandbox.stats()["endpoints"]["GET catalog"] == 3
+    assert "0 created, 0 updated, 1203 unchanged" in run_from_vionlabs("--page-size", "500")[1]
+
+
+def test_from_vionlabs_unreachable_ends_with_a_clear_message(use_sandbox, settings):
+    settings.VIONLABS_MAX_RETRIES = 0
+    use_sandbox.configure(error_rate=1.0)
+
+    code, _, err = run_from_vionlabs()
+
+    assert code == 2
+    assert "The Vionlabs catalog listing failed after 0 items" in err
+    assert "Traceback" not in err
+    assert settings.VIONLABS_API_KEY not in err
+
+
+@responses_lib.activate
+def test_from_vionlabs_keeps_the_pages_read_before_a_failure(settings):
+    settings.VIONLABS_API_URL = "https://vionlabs.example"
+    settings.VIONLABS_API_KEY = "k-canary<&>\"'"
+    settings.VIONLABS_MAX_RETRIES = 0
+    url = "https://vionlabs.example/catalog/v1/item"
+    page = [{"id": f"mv-{i}", "vionlabs_id": f"vl-{i}", "type": "standalone"} for i in range(2)]
+    responses_lib.get(url, json=page)
+    responses_lib.get(url, status=503)
+
+    code, out, err = run_from_vionlabs("--page-size", "2")
+
+    assert code == 2
+    assert "failed after 2 items" in err
+    assert "2 created" in out
+    assert CatalogItem.objects.count() == 2
+    assert "canary" not in err + out
+
+
+def run_from_vionlabs(*args):
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("import_catalog", "--from-vionlabs", *args, stdout=out, stderr=err)
+    except CommandError as exc:
+        err.write(str(exc))
+        return exc.returncode, out.getvalue(), err.getvalue()
+    return 0, out.getvalue(), err.getvalue()
