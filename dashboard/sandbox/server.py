@@ -13,6 +13,7 @@ import json
 import logging
 import queue
 import random
+import re
 import socket
 import threading
 import time
@@ -468,6 +469,9 @@ class _HTTPServer(ThreadingHTTPServer):
         super().__init__(address, handler)
 
 
+_KEY_IN_TEXT = re.compile(r"((?:^|[?&;\s])key=)[^&;\s'\"]*", re.IGNORECASE)
+
+
 def _redacted_target(raw_path: str, query: str) -> str:
     """The request target for the log: the key's value replaced, everything else kept."""
     if not query:
@@ -500,7 +504,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.client_address[0], format % args)
+        # The base class logs e.g. "Bad request syntax ('GET /x?key=... junk')": mask the key there too.
+        logger.debug("%s %s", self.client_address[0], _KEY_IN_TEXT.sub(r"\1***", format % args))
 
     def _serve(self) -> None:
         started = time.perf_counter()

@@ -256,3 +256,14 @@ def test_run_sandbox_refuses_a_bad_catalog_file(tmp_path):
 def test_run_sandbox_refuses_bad_options():
     with pytest.raises(CommandError, match="must not exceed 1"):
         call_command("run_sandbox", "--port", "0", "--error-rate", "0.7", "--rate-limit-rate", "0.7")
+
+
+def test_malformed_request_line_is_logged_without_the_key(sandbox, caplog):
+    with caplog.at_level(logging.DEBUG, logger="dashboard.sandbox"):
+        host, port = sandbox.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(b"GET /tasks/catalog-item/x?key=Secret-123&b=1 junk HTTP/1.1\r\n\r\n")
+            answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert "Bad request syntax" in caplog.text
+    assert "Secret-123" not in caplog.text
