@@ -38,17 +38,23 @@ class Command(BaseCommand):
         defaults = SandboxOptions()
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8001, help="0 picks a free port (printed at start)")
-        parser.add_argument("--key", default=None, help="API key to accept (default: settings.SANDBOX_API_KEY)")
+        parser.add_argument(
+            "--key", default=None, help="API key to accept (default: settings.SANDBOX_API_KEY)"
+        )
         parser.add_argument("--pending-seconds", type=_seconds, default=defaults.pending_seconds)
         parser.add_argument("--processing-seconds", type=_seconds, default=defaults.processing_seconds)
-        parser.add_argument("--latency", type=_seconds, default=0.0, help="seconds added to every API request")
+        parser.add_argument(
+            "--latency", type=_seconds, default=0.0, help="seconds added to every API request"
+        )
         parser.add_argument("--error-rate", type=_share, default=0.0, help="share of requests answered 503")
         parser.add_argument("--rate-limit-rate", type=_share, default=0.0, help="share answered 429")
         parser.add_argument("--retry-after", type=_whole_seconds, default=defaults.retry_after)
         parser.add_argument("--hang-rate", type=_share, default=0.0, help="share of answers withheld")
         parser.add_argument("--hang-seconds", type=_seconds, default=defaults.hang_seconds)
         parser.add_argument("--hang-mode", choices=("close", "drip"), default=defaults.hang_mode)
-        parser.add_argument("--webhook-url", default=None, help="POST here when a task reaches done or failed")
+        parser.add_argument(
+            "--webhook-url", default=None, help="POST here when a task reaches done or failed"
+        )
         parser.add_argument("--webhook-secret", default=None, help="sent in the x-api-key header of webhooks")
         parser.add_argument("--catalog-file", default=None, help="JSON Lines of catalog items to preload")
         parser.add_argument("--seed", type=int, default=None, help="seed for reproducible fault injection")
