@@ -296,13 +296,32 @@ def test_children_fragment_shows_seasons_with_roll_ups(
 
 def test_bulk_selection_posts_to_the_operation_preview(operator_client, products):
     items, _ = add_items(3)
-    html = text(operator_client.get(reverse("catalog:item-list"), {"product": "adbreaks", "q": "item"}))
+    html = text(
+        operator_client.get(
+            reverse("catalog:item-list"), {"product": "adbreaks", "q": "item", "sort": "title"}
+        )
+    )
     form = re.search(r'<form id="bulk-form".*?</form>', html, re.S).group(0)
-    assert f'action="{reverse("catalog:operation-preview")}?q=item&amp;product=adbreaks"' in form
-    assert 'name="select_all"' in form
-    assert 'name="kind"' in form
-    assert 'name="filter" value="q=item&amp;product=adbreaks"' in form
+    assert f'action="{reverse("catalog:operation-preview")}"' in form
+    # "All N matching": the checkbox carries the filter (no sort, no cursor), sent only when ticked.
+    assert '<input type="checkbox" name="filter" value="q=item&amp;product=adbreaks" id="select-all">' in form
+    assert "All 3 matching this filter" in form
+    for name in ("kind", "product", "version", "priority"):
+        assert f'name="{name}"' in form
+    assert '<option value="nudity">' not in form
     assert f'name="items" value="{items[0].pk}" form="bulk-form"' in html
+
+
+def test_bulk_form_reaches_the_preview_with_the_same_items(operator_client, products):
+    add_items(4)
+    html = text(operator_client.get(reverse("catalog:item-list"), {"status": "failed"}))
+    value = re.search(r'name="filter" value="([^"]*)"', html).group(1).replace("&amp;", "&")
+    response = operator_client.post(
+        reverse("catalog:operation-preview"), {"filter": value, "kind": "refresh", "product": "adbreaks"}
+    )
+    assert response.status_code == 200
+    assert "item-00002" in text(response)
+    assert "item-00000" not in text(response)  # done, not failed: outside the filter
 
 
 def test_viewer_gets_no_bulk_form_and_no_action_buttons(viewer_client, products):
