@@ -1,0 +1,97 @@
+"""Stuck detection: configured threshold, else the 95th percentile of past durations (20+ samples), else default."""
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from dashboard.catalog.models import CatalogItem, ProductSetting, ProductTask
+from dashboard.catalog.stuck import MIN_SAMPLES, compute_thresholds, percentile, stuck_tasks
+
+pytestmark = pytest.mark.django_db
+
+HOUR = dt.timedelta(hours=1)
+
+
+def make_task(n: int, *, product="adbreaks", priority="low", status="pending", age=HOUR, took=None):
+    item = CatalogItem.objects.create(inventory_id=f"{product}-{priority}-{status}-{n}")
+    now = timezone.now()
+    return ProductTask.objects.create(
+        item=item,
+        product=product,
+        version="1",
+        priority=priority,
+        status=status,
+        requested_at=now - age,
+        status_changed_at=(now - age + took) if took is not None else None,
+    )
+
+
+def history(count: int, *, product="adbreaks", priority="low", minutes=lambda i: i + 1):
+    for i in range(count):
+        make_task(
+            i,
+            product=product,
+            priority=priority,
+            status="done",
+            age=dt.timedelta(days=2),
+            took=dt.timedelta(minutes=minutes(i)),
+        )
+
+
+def test_percentile_is_nearest_rank():
+    values = [dt.timedelta(minutes=m) for m in range(1, 101)]
+    assert percentile(values) == dt.timedelta(minutes=95)
+    assert percentile([dt.timedelta(seconds=5)]) == dt.timedelta(seconds=5)
+
+
+def test_without_history_or_setting_the_default_applies():
+    thresholds = compute_thresholds()
+    assert thresholds.for_task("adbreaks", "low").after == ProductSetting.DEFAULT_STUCK_AFTER
+    assert thresholds.for_task("adbreaks", "low").basis == "default"
+
+
+def test_below_the_minimum_sample_the_default_still_applies():
+    history(MIN_SAMPLES - 1)
+    assert compute_thresholds().for_task("adbreaks", "low").basis == "default"
+
+
+def test_with_enough_history_the_95th_percentile_of_that_product_and_priority_applies():
+    history(40)  # 1..40 minutes
+    thresholds = compute_thresholds()
+    assert thresholds.for_task("adbreaks", "low").after == dt.timedelta(minutes=38)
+    assert thresholds.for_task("adbreaks", "low").basis == "95th percentile of 40"
+    assert thresholds.for_task("adbreaks", "high").basis == "default"
+    assert thresholds.for_task("markers", "low").basis == "default"
+
+
+def test_a_configured_threshold_wins_over_history():
+    history(40)
+    ProductSetting.objects.create(product="adbreaks", default_version="1", stuck_after=dt.timedelta(hours=2))
+    thresholds = compute_thresholds()
+    assert thresholds.for_task("adbreaks", "low").after == dt.timedelta(hours=2)
+    assert thresholds.for_task("adbreaks", "high").basis == "configured"
+
+
+def test_stuck_tasks_are_those_in_flight_past_their_threshold():
+    history(40)  # adbreaks/low: p95 = 38 minutes
+    late = make_task(1, age=HOUR)  # adbreaks low pending for an hour: stuck
+    fresh = make_task(2, age=dt.timedelta(minutes=10))
+    high = make_task(3, priority="high", age=HOUR)  # default 6 h applies: not stuck
+    very_old_high = make_task(4, priority="high", age=dt.timedelta(hours=7), status="processing")
+    finished = make_task(5, status="failed", age=dt.timedelta(days=3))
+    unknown = make_task(6, status="quarantined", age=dt.timedelta(days=3))
+    thresholds = compute_thresholds()
+    found = set(stuck_tasks(thresholds).values_list("pk", flat=True))
+    assert found == {late.pk, very_old_high.pk}
+    assert thresholds.is_stuck(late)
+    assert not thresholds.is_stuck(fresh)
+    assert not thresholds.is_stuck(high)
+    assert not thresholds.is_stuck(finished)
+    assert not thresholds.is_stuck(unknown)
+
+
+def test_compute_thresholds_costs_two_queries_however_long_the_history(django_assert_num_queries):
+    history(60)
+    with django_assert_num_queries(2):
+        compute_thresholds()
