@@ -174,6 +174,19 @@ class CatalogItemAdmin(OperateTasksMixin, admin.ModelAdmin):
     inlines = [ProductTaskInline]
     actions = ["create_default_tasks", "refresh_items"]
 
+    def get_urls(self) -> list:
+        # The upload page (templates/admin/catalog/catalogitem/), the same importer as `import_catalog`.
+        from django.urls import path
+
+        from .admin_import import catalog_import_view_for
+
+        upload = path(
+            "import/",
+            self.admin_site.admin_view(catalog_import_view_for(self)),
+            name="catalog_catalogitem_import",
+        )
+        return [upload, *super().get_urls()]
+
     def get_readonly_fields(self, request: HttpRequest, obj: CatalogItem | None = None) -> list[str]:
         # The inventory id is the key at Vionlabs; renaming it would orphan the item's tasks there.
         fields = list(super().get_readonly_fields(request, obj))

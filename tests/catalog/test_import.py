@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import responses as responses_lib
 from django.conf import settings
+from django.contrib.auth.models import Permission
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.db import connection
 
@@ -555,3 +557,87 @@ def run_from_vionlabs(*args):
         err.write(str(exc))
         return exc.returncode, out.getvalue(), err.getvalue()
     return 0, out.getvalue(), err.getvalue()
+
+
+# --- the upload page in Django admin ----------------------------------------------------------------------
+
+IMPORT_URL = "/admin/catalog/catalogitem/import/"
+
+
+def _upload(client, content, name="catalog.csv", **data):
+    return client.post(IMPORT_URL, {"file": SimpleUploadedFile(name, content), **data})
+
+
+def test_admin_changelist_links_to_the_upload_page(admin_client):
+    response = admin_client.get("/admin/catalog/catalogitem/")
+
+    assert response.status_code == 200
+    assert IMPORT_URL in response.text
+
+
+def test_admin_upload_imports_and_reports_each_bad_row(admin_client):
+    content = f"\ufeff{HEADER}\nmv-1,A,,\nmv-2,B,movie,\nsr-1/s01,S,season,sr-nope\n".encode()
+
+    response = _upload(admin_client, content)
+
+    assert response.status_code == 200
+    # The missing-parent row counts as bad (each row is counted once), though its item was imported.
+    assert "1 created, 0 updated, 0 unchanged, 2 bad" in " ".join(response.text.split())
+    assert "unknown kind &#x27;movie&#x27;" in response.text
+    assert "<td>4</td>" in response.text  # the line of the missing parent
+    assert ids() == ["mv-1", "sr-1/s01"]
+
+
+def test_admin_upload_of_json_lines_by_the_chosen_format(admin_client):
+    response = _upload(admin_client, b'{"inventory_id": "mv-1"}\n', name="export.txt", format="jsonl")
+
+    assert response.status_code == 200
+    assert ids() == ["mv-1"]
+
+
+def test_admin_upload_over_the_size_limit_is_refused_and_nothing_imported(admin_client, settings):
+    settings.IMPORT_MAX_UPLOAD_BYTES = 1000
+    content = (HEADER + "\n" + "".join(f"mv-{i:04},Title,,\n" for i in range(200))).encode()
+    assert len(content) > 1000
+
+    response = _upload(admin_client, content)
+
+    assert response.status_code == 400
+    assert "The file is larger than the upload limit of 1000" in response.text
+    assert CatalogItem.objects.count() == 0
+
+
+def test_admin_upload_of_a_malformed_file_shows_one_message(admin_client):
+    response = _upload(admin_client, b"id,title\nmv-1,A\n")
+
+    assert response.status_code == 400
+    assert "has no inventory_id column" in response.text
+    assert CatalogItem.objects.count() == 0
+
+
+def test_admin_upload_needs_the_add_permission(client, django_user_model):
+    staff = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    client.force_login(staff)
+
+    assert client.get(IMPORT_URL).status_code == 403
+    assert _upload(client, f"{HEADER}\nmv-1,A,,\n".encode()).status_code == 403
+    assert CatalogItem.objects.count() == 0
+
+    staff.user_permissions.add(Permission.objects.get(codename="add_catalogitem"))
+    staff = django_user_model.objects.get(pk=staff.pk)
+    client.force_login(staff)
+    assert _upload(client, f"{HEADER}\nmv-1,A,,\n".encode()).status_code == 200
+    assert ids() == ["mv-1"]
+
+
+def test_admin_upload_checks_the_csrf_token(django_user_model):
+    from django.test import Client
+
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin)
+
+    response = _upload(client, f"{HEADER}\nmv-1,A,,\n".encode())
+
+    assert response.status_code == 403
+    assert CatalogItem.objects.count() == 0
