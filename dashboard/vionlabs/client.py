@@ -580,7 +580,7 @@ class VionlabsClient:
             )
             return _Failure(VionlabsNotFound(call.context(message), status_code=404), False, label=label)
         if status == 429:
-            when = f"in {retry_after:g} s" if retry_after is not None else "in a minute"
+            when = f"in {max(1, math.ceil(retry_after))} s" if retry_after is not None else "in a minute"
             error = VionlabsRateLimited(
                 call.context(f"Vionlabs asks us to slow down; try again {when}."), retry_after=retry_after
             )

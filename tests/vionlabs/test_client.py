@@ -737,3 +737,11 @@ def test_messages_name_the_call_but_not_the_url(mocked):
     assert "?" not in message
     assert BASE not in message
     assert caught.value.args == (message,)
+
+
+@pytest.mark.parametrize(("header", "shown"), [("0", "1 s"), ("1.2", "2 s"), ("45", "45 s")])
+def test_429_message_rounds_the_wait_up_to_whole_seconds(mocked, header, shown):
+    mocked.post(TASK_URL, status=429, headers={"Retry-After": header})
+    client, _ = make_client()
+    with pytest.raises(VionlabsRateLimited, match=f"try again in {shown}\\."):
+        client.create_task("tt1", "adbreaks", "1.0.1")
