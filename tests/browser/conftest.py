@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 # Playwright's sync API runs an asyncio loop in the test thread; Django's async-safety check would then refuse
-# every ORM call the test makes.
+# every ORM call the test makes. (Set at import, so for the whole run once browser tests are collected.)
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium"
@@ -107,7 +107,9 @@ class PageWatch:
         return [f"CSP violation: {v}" for v in self.csp_violations] + [f"JS error: {e}" for e in self.errors]
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright keeps an asyncio loop "running" in this thread while it is open, which the rest of
+# the suite (collected after tests/browser) must not inherit.
+@pytest.fixture(scope="package")
 def playwright_browser():
     from playwright.sync_api import expect, sync_playwright
 
