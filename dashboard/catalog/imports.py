@@ -447,6 +447,8 @@ class _FileImporter:
             if batch:
                 self._flush(batch)
             self._resolve_pending()
+            # Missing parents are only known at the end: list every bad row in file order.
+            self.report.errors.sort(key=lambda error: error.line)
         finally:
             self.scratch.close()
 

@@ -245,7 +245,10 @@ class Command(BaseCommand):
         if options["items"] < 10:
             raise CommandError("--items must be at least 10.")
         if options["if_empty"] and (count := CatalogItem.objects.count()):
-            self.stdout.write(f"The catalog already has {count} items: no demo data loaded.")
+            self.stdout.write(
+                f"The catalog already has {count} items: no demo data loaded. The demo logins were printed when "
+                "it was first loaded; `manage.py changepassword admin` sets a new password."
+            )
             return
         rng = random.Random(SEED)  # noqa: S311 - the same demo catalog every run, not a secret
         report = import_rows(demo_catalog(options["items"], rng))
