@@ -264,12 +264,11 @@ class Sandbox:
 
     def task_requests(self, inventory_id: str, product: str, version: str, method: str | None = None) -> int:
         """How many requests addressed this task (of one method, or all)."""
-        methods = self.stats()["tasks"].get(inventory_id, {}).get(product, {}).get(version, {})
-        return methods.get(method, 0) if method else sum(methods.values())
+        return self.counters.task_count((inventory_id, product, version), method)
 
     def item_requests(self, inventory_id: str) -> int:
         """How many item-level GETs addressed this inventory id."""
-        return self.stats()["items"].get(inventory_id, 0)
+        return self.counters.item_count(inventory_id)
 
     # -- answering -----------------------------------------------------------------------------------------
 

@@ -346,6 +346,17 @@ class Stats:
         with self._lock:
             self._webhooks[outcome] += 1
 
+    def task_count(self, key: TaskKey, method: str | None = None) -> int:
+        # Read in place rather than through snapshot(): tests ask this for thousands of tasks in a row.
+        inventory_id, product, version = key
+        with self._lock:
+            methods = self._tasks.get(inventory_id, {}).get(product, {}).get(version, {})
+            return methods.get(method, 0) if method else sum(methods.values())
+
+    def item_count(self, inventory_id: str) -> int:
+        with self._lock:
+            return self._items.get(inventory_id, 0)
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return copy.deepcopy(
