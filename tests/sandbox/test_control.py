@@ -267,3 +267,15 @@ def test_malformed_request_line_is_logged_without_the_key(sandbox, caplog):
     assert answer.startswith(b"HTTP/1.1 400")
     assert "Bad request syntax" in caplog.text
     assert "Secret-123" not in caplog.text
+
+
+def test_the_server_imports_nothing_from_django():
+    code = (
+        "import sys, dashboard.sandbox, dashboard.sandbox.bench;"
+        "loaded = sorted(m for m in sys.modules if m == 'django' or m.startswith('django.'));"
+        "print(loaded); sys.exit(1 if loaded else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
