@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from dashboard.vionlabs import ItemTask, Link, TaskState
@@ -54,6 +56,8 @@ logger = logging.getLogger(__name__)
 #: A create/deactivate marker older than this belongs to a process that died mid-call: it no longer blocks.
 ABANDONED_AFTER = dt.timedelta(minutes=5)
 UPSTREAM_NAME = "vionlabs"
+#: How stale `UpstreamHealth.last_success_at` may get while Vionlabs keeps answering.
+SUCCESS_WRITE_INTERVAL = dt.timedelta(seconds=1)
 #: Statuses a create would duplicate (the skip rule bulk operations rely on).
 ACTIVE_STATUSES = frozenset(TaskStatus.IN_FLIGHT) | {TaskStatus.DONE.value}
 #: Statuses a retry starts again from.
@@ -111,10 +115,20 @@ def _actor(user: "User | None") -> "User | None":
 def record_upstream_success() -> None:
     """Note that Vionlabs answered: clears `failing_since` and the failure count."""
     now = timezone.now()
-    updated = UpstreamHealth.objects.filter(name=UPSTREAM_NAME).update(
-        last_success_at=now, failing_since=None, consecutive_failures=0
+    # Every worker succeeds many times a second in a bulk run: skip the write (and its row lock) while the
+    # record already says "healthy as of a moment ago".
+    needs_write = (
+        Q(failing_since__isnull=False)
+        | Q(consecutive_failures__gt=0)
+        | Q(last_success_at__isnull=True)
+        | Q(last_success_at__lt=now - SUCCESS_WRITE_INTERVAL)
     )
-    if not updated:
+    updated = (
+        UpstreamHealth.objects.filter(name=UPSTREAM_NAME)
+        .filter(needs_write)
+        .update(last_success_at=now, failing_since=None, consecutive_failures=0)
+    )
+    if not updated and not UpstreamHealth.objects.filter(name=UPSTREAM_NAME).exists():
         UpstreamHealth.objects.get_or_create(name=UPSTREAM_NAME, defaults={"last_success_at": now})
 
 
@@ -126,11 +140,13 @@ def record_upstream_failure(error: BaseException) -> None:
         health.last_failure_at = now
         health.failing_since = health.failing_since or now
         health.consecutive_failures += 1
-        health.last_error = str(error)[:2000]
+        health.last_error = _scrub(str(error))[:2000]
         health.save(update_fields=["last_failure_at", "failing_since", "consecutive_failures", "last_error"])
 
 
 def _record_health(error: VionlabsError | None) -> None:
+    if error is not None and error.status_code is None and isinstance(error, VionlabsRejected):
+        return  # refused by the client before sending (a path segment it cannot encode): nothing was learnt
     # A rejection or a 404 is Vionlabs answering: the upstream is healthy even though the action failed.
     if error is None or isinstance(error, VionlabsRejected | VionlabsNotFound):
         record_upstream_success()
@@ -138,16 +154,23 @@ def _record_health(error: VionlabsError | None) -> None:
         record_upstream_failure(error)
 
 
+def _scrub(text: str) -> str:
+    """Text bound for the database, with the API key cut out should Vionlabs ever echo it back."""
+    key = settings.VIONLABS_API_KEY
+    return text.replace(key, "[redacted]") if key and text else text
+
+
 # --- Recording answers ----------------------------------------------------------------------------------
 
 
 def stored_links(links: tuple[Link, ...] | list[Link]) -> list[dict[str, str]]:
-    """`_links` as stored: [{"name", "method", "href"}], the href without query string or fragment."""
+    """`_links` as stored: [{"name", "method", "href"}], the href without credentials, query or fragment."""
     result = []
     for link in links:
         parts = urlsplit(link.href)
-        href = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-        result.append({"name": link.name, "method": link.method, "href": href})
+        netloc = parts.netloc.rpartition("@")[2]
+        href = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        result.append({"name": link.name, "method": link.method, "href": _scrub(href)})
     return result
 
 
@@ -159,11 +182,11 @@ class _Answer:
 
 
 def _answer_from_state(state: TaskState) -> _Answer:
-    return _Answer(status=state.status, error=state.error or "", links=stored_links(state.links))
+    return _Answer(status=state.status, error=_scrub(state.error or ""), links=stored_links(state.links))
 
 
 def _answer_from_item_task(item_task: ItemTask) -> _Answer:
-    return _Answer(status=item_task.status, error=item_task.error or "", links=None)
+    return _Answer(status=item_task.status, error=_scrub(item_task.error or ""), links=None)
 
 
 def _apply(task: ProductTask, answer: _Answer, observed_at: dt.datetime) -> bool:
@@ -233,6 +256,10 @@ def _validate_create(*, product: str, version: str, priority: str) -> None:
         raise ActionRefused("A version is required.")
     if len(version) > ProductTask._meta.get_field("version").max_length:
         raise ActionRefused("The version is too long (at most 100 characters).")
+    if version in {".", ".."} or any(ord(char) < 32 or ord(char) == 127 for char in version):
+        raise ActionRefused(
+            f"The version {version!r} cannot be sent to Vionlabs: no control characters, '.' or '..'."
+        )
     if priority not in PriorityChoices.values:
         raise ActionRefused(f"Unknown priority {priority!r}: use low, medium or high.")
 
@@ -717,7 +744,7 @@ def _record_failure(
 ) -> None:
     """Keep the last known status; note the failure on the row with its event and in UpstreamHealth.
     The caller then raises."""
-    message = sync_error or str(error)
+    message = _scrub(sync_error or str(error))
     with transaction.atomic():
         task = _relock(task)
         task.sync_error = message
@@ -730,7 +757,7 @@ def _record_failure(
 
 
 def _record_item_failure(*, item: CatalogItem, error: VionlabsError, who: _Who) -> None:
-    message = str(error)
+    message = _scrub(str(error))
     now = timezone.now()
     with transaction.atomic():
         for row in ProductTask.objects.select_for_update().filter(item=item).order_by("pk"):

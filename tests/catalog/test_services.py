@@ -149,6 +149,8 @@ def test_create_takes_over_a_marker_abandoned_by_a_dead_process(mocked, item):
         ({"version": "  "}, "version is required"),
         ({"version": "v" * 101}, "too long"),
         ({"priority": "urgent"}, "Unknown priority"),
+        ({"version": ".."}, "cannot be sent"),
+        ({"version": "1.0\n"}, "no control characters"),
     ],
 )
 def test_create_refuses_bad_input_before_writing_anything(mocked, item, fields, message):
@@ -566,12 +568,20 @@ def test_the_guard_allows_calls_outside_a_transaction(db):
 
 
 def test_the_api_key_never_reaches_the_database(mocked, item):
-    links = {"result": {"href": f"{BASE}/results/1?key={KEY}", "method": "GET"}}
-    mocked.post(task_url(), json=state("pending", links=links))
+    links = {
+        "result": {"href": f"{BASE}/results/1?key={KEY}", "method": "GET"},
+        "login": {"href": f"https://user:{KEY}@vionlabs.test/x", "method": "GET"},
+    }
+    mocked.post(task_url(), json=state("failed", error=f"asset unreadable with key {KEY}", links=links))
     mocked.get(task_url(), status=500, body=f"internal error for key={KEY}")
     mocked.get(item_url(), status=401)
 
     task = services.task_create(item=item, product="adbreaks", version="1.0.1")
+    assert task.links == [
+        {"name": "result", "method": "GET", "href": f"{BASE}/results/1"},
+        {"name": "login", "method": "GET", "href": "https://vionlabs.test/x"},
+    ]
+    assert task.error == "asset unreadable with key [redacted]"
     with pytest.raises(VionlabsUnavailable):
         services.task_refresh(task=task)
     with pytest.raises(Exception, match="refused the API key"):
@@ -591,3 +601,16 @@ def test_get_client_is_shared_and_follows_the_settings(settings):
     assert get_client() is first
     settings.VIONLABS_TIMEOUT = 3.0
     assert get_client() is not first
+
+
+def test_a_healthy_upstream_is_not_rewritten_on_every_success(db):
+    services.record_upstream_success()
+    first = health().last_success_at
+
+    services.record_upstream_success()
+
+    assert health().last_success_at == first
+    services.record_upstream_failure(VionlabsUnavailable("down"))
+    services.record_upstream_success()
+    assert health().failing_since is None
+    assert health().last_success_at > first
