@@ -18,3 +18,13 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# Threads (bulk operations) and worker processes need a database file they can all open and wait on: an
+# in-memory SQLite test database is shared-cache, which answers "database table is locked" at once instead
+# of honouring the busy timeout. One file per test process, so parallel runs never share it.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    import tempfile
+
+    DATABASES["default"].setdefault("TEST", {}).setdefault(  # noqa: F405
+        "NAME", os.path.join(tempfile.gettempdir(), f"dashboard-test-{os.getpid()}.sqlite3")
+    )

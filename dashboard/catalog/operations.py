@@ -53,7 +53,7 @@ NO_TASK = ""
 REASON_MAX = 2000
 #: Cancel is read from the database at most this often per run (shared by the threads).
 CANCEL_CHECK_SECONDS = 0.2
-#: Waits between attempts of one item that Vionlabs keeps answering 429 to (the shared throttle comes first).
+#: Waits between attempts of an item answered 429 without Retry-After (otherwise the shared throttle waits).
 RATE_LIMIT_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
@@ -350,8 +350,9 @@ def _process(run: _Run, operation_item_id: int, item_id: int, *, sleep: Callable
             # Not a failure: try the item again, a little later each time, unless cancelled meanwhile.
             if run.cancel_requested():
                 return  # left pending: the finish marks it cancelled
-            delay = RATE_LIMIT_BACKOFF[min(attempt, len(RATE_LIMIT_BACKOFF) - 1)]
-            sleep(max(delay, min(limited.retry_after or 0.0, 60.0)))
+            if limited.retry_after is None:
+                # No Retry-After to pause the throttle by: back off on our own, a little longer each time.
+                sleep(RATE_LIMIT_BACKOFF[min(attempt, len(RATE_LIMIT_BACKOFF) - 1)])
             attempt += 1
         except services.TaskAlreadyActive as refused:
             state, error = OperationItemState.SKIPPED, str(refused)
