@@ -2,6 +2,7 @@
 screenshotted into test-artifacts/screenshots/ for a person to look at."""
 
 import datetime as dt
+import re
 
 import pytest
 from django.utils import timezone
@@ -128,3 +129,16 @@ def test_every_page_renders_cleanly_and_is_screenshotted(page, live_server, oper
     open_page(page, "/tasks/", "tasks")
     open_page(page, "/operations/", "operations")
     open_page(page, f"/operations/{catalog['operation'].pk}/", "operation")
+
+
+def test_dark_mode_follows_the_system_setting(page, live_server, operator, catalog):
+    login_as(page.context, live_server, operator)
+    page.emulate_media(color_scheme="dark")
+
+    open_page(page, f"/items/{catalog['item'].pk}/", "item-dark")
+    open_page(page, "/", "overview-dark")
+
+    # rgb(r, g, b) of the page background: dark means every channel is low.
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    channels = [int(n) for n in re.findall(r"\d+", background)[:3]]
+    assert max(channels) < 80, background
