@@ -344,6 +344,7 @@ def task_create(
     note: str = "",
 ) -> ProductTask:
     """Create the task at Vionlabs (one POST) and record it; raises ActionRefused, or the client's error."""
+    ensure_no_transaction()  # before the first write too: inside a caller's transaction nothing would commit
     _validate_create(product=product, version=version, priority=priority)
     who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
@@ -373,6 +374,7 @@ def task_retry(
 ) -> ProductTask:
     """Create a failed or deactivated task again (a new POST on the same key); raises ActionRefused or the
     client's error."""
+    ensure_no_transaction()
     who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
@@ -502,6 +504,7 @@ def task_deactivate(
 ) -> ProductTask:
     """Deactivate the task at Vionlabs (DELETE) and record the answer; raises ActionRefused or the client's
     error (VionlabsNotFound when Vionlabs has no such task)."""
+    ensure_no_transaction()
     who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
@@ -612,6 +615,7 @@ def task_refresh(
     operation: Operation | None = None,
 ) -> ProductTask:
     """Read one task's status from Vionlabs (GET) and record it with an event; raises the client's error."""
+    ensure_no_transaction()
     who = _Who(_actor(actor), source, operation)
     # The time first, then the row: a mutation not yet marked when the row is read starts after this time,
     # so its answer counts as newer than ours. One already marked may be served before or after our GET.
@@ -663,6 +667,7 @@ def item_refresh(
 ) -> list[ProductTask]:
     """Read all of an item's tasks in one call and update every row; tasks found only at Vionlabs get a row
     (event `discover`). Events are written for changes only. Raises the client's error."""
+    ensure_no_transaction()
     who = _Who(_actor(actor), source, operation)
     client = get_client()
     observed_at = timezone.now()  # before reading the markers: see task_refresh

@@ -563,6 +563,16 @@ def test_calling_vionlabs_inside_a_transaction_is_refused_before_any_request(moc
     assert len(mocked.calls) == 0
 
 
+def test_a_create_inside_a_transaction_is_refused_before_anything_is_written(mocked, item):
+    with transaction.atomic():
+        with pytest.raises(services.HttpInsideTransaction):
+            services.task_create(item=item, product="adbreaks", version="1.0.1")
+        # Checked inside the caller's transaction: nothing was written that its commit would keep.
+        assert not ProductTask.objects.exists()
+
+    assert len(mocked.calls) == 0
+
+
 def test_the_guard_allows_calls_outside_a_transaction(db):
     services.ensure_no_transaction()
 
