@@ -273,3 +273,104 @@ def item(products):
     from dashboard.catalog.models import CatalogItem
 
     return CatalogItem.objects.create(inventory_id="tt0111161/4k", title="The Shawshank Redemption")
+
+
+@pytest.fixture
+def catalog(products, operator):
+    """A small catalog in every state the pages distinguish: each status, a failure, a series with episodes."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from dashboard.catalog.models import (
+        CatalogItem,
+        EventAction,
+        EventSource,
+        ItemKind,
+        Operation,
+        OperationItem,
+        OperationItemState,
+        OperationKind,
+        OperationState,
+        ProductTask,
+        TaskEvent,
+    )
+
+    now = timezone.now()
+    rows = [
+        ("tt0111161", "The Shawshank Redemption", "done", ""),
+        ("tt0068646", "The Godfather", "processing", ""),
+        ("tt0071562", "The Godfather Part II", "pending", ""),
+        ("tt-fail-0468569", "The Dark Knight", "failed", "probe failed: could not decode video stream"),
+        ("tt0050083", "12 Angry Men", "deactivated", ""),
+    ]
+    for inventory_id, title, status, error in rows:
+        item = CatalogItem.objects.create(inventory_id=inventory_id, title=title)
+        task = ProductTask.objects.create(
+            item=item,
+            product="adbreaks",
+            version="1.0.1",
+            status=status,
+            error=error,
+            requested_by=operator,
+            requested_at=now - dt.timedelta(minutes=40),
+            last_checked_at=now - dt.timedelta(minutes=2),
+            status_changed_at=now - dt.timedelta(minutes=10),
+            links=[{"name": "self", "method": "GET", "href": "https://apis.example.com/tasks/x"}],
+        )
+        TaskEvent.objects.create(
+            task=task,
+            actor=operator,
+            source=EventSource.USER,
+            action=EventAction.CREATE,
+            status_after="pending",
+            created_at=now - dt.timedelta(minutes=40),
+        )
+        if status != "pending":
+            TaskEvent.objects.create(
+                task=task,
+                source=EventSource.SYNC,
+                action=EventAction.REFRESH,
+                status_before="pending",
+                status_after=status,
+                error=error,
+                created_at=now - dt.timedelta(minutes=10),
+            )
+    series = CatalogItem.objects.create(inventory_id="series-dark", title="Dark", kind=ItemKind.SERIES)
+    season = CatalogItem.objects.create(
+        inventory_id="series-dark/s01", title="Dark, season 1", kind=ItemKind.SEASON, parent=series
+    )
+    for n, status in enumerate(["done", "done", "failed"], start=1):
+        episode = CatalogItem.objects.create(
+            inventory_id=f"series-dark/s01/e{n:02d}",
+            title=f"Episode {n}",
+            kind=ItemKind.EPISODE,
+            parent=season,
+        )
+        ProductTask.objects.create(item=episode, product="adbreaks", version="1.0.1", status=status)
+    operation = Operation.objects.create(
+        kind=OperationKind.CREATE,
+        state=OperationState.DONE,
+        created_by=operator,
+        reason="Ad breaks for the new season",
+        params={"product": "adbreaks", "version": "1.0.1", "priority": "low"},
+        total=3,
+        done=2,
+        failed=1,
+        started_at=now - dt.timedelta(minutes=5),
+        finished_at=now - dt.timedelta(minutes=4),
+    )
+    for episode, state, error in zip(
+        CatalogItem.objects.filter(kind=ItemKind.EPISODE).order_by("inventory_id"),
+        [OperationItemState.DONE, OperationItemState.DONE, OperationItemState.FAILED],
+        ["", "", "Vionlabs rejected the request: path.version: String should have at least 1 character"],
+        strict=True,
+    ):
+        OperationItem.objects.create(
+            operation=operation, item=episode, state=state, error=error, finished_at=now
+        )
+    return {
+        "item": CatalogItem.objects.get(inventory_id="tt-fail-0468569"),
+        "series": series,
+        "operation": operation,
+    }
