@@ -138,3 +138,22 @@ def test_blank_version_shows_vionlabs_422_next_to_the_form(page, live_server, op
     assert not ProductTask.objects.filter(item=item).exclude(status="").exists()
     screenshot(page, "item-422")
     assert page.evaluate("window.sameDocument") is True
+
+
+def test_polling_stops_once_nothing_on_the_page_is_in_flight(
+    page, live_server, operator, item, sandbox, scheduler
+):
+    sandbox.configure(pending_seconds=0.5, processing_seconds=0.5)
+    task = services.task_create(item=item, product="adbreaks", version="1.0.1", actor=operator)
+    polls = []
+    page.on("request", lambda request: polls.append(request.url) if "/poll/" in request.url else None)
+    open_item(page, live_server, operator, item)
+    scheduler.start(item)
+
+    expect(page.locator(f"#badge-{task.pk}")).to_have_text(re.compile(r"done"))
+    expect(page.get_by_text("live updates paused")).to_be_visible()
+    polls_when_done = len(polls)
+    page.wait_for_timeout(2500)  # two and a half poll intervals: any poll still scheduled would have fired
+
+    assert polls_when_done >= 1
+    assert len(polls) == polls_when_done, polls

@@ -43,3 +43,22 @@ def test_dark_mode_follows_the_system_setting(page, live_server, operator, catal
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     channels = [int(n) for n in re.findall(r"\d+", background)[:3]]
     assert max(channels) < 80, background
+
+
+def test_keyboard_focus_is_visible(page, live_server, operator, catalog):
+    login_as(page.context, live_server, operator)
+    page.goto(f"/items/{catalog['item'].pk}/")
+
+    page.keyboard.press("Tab")
+    skip_link = page.get_by_role("link", name="Skip to content")
+    expect(skip_link).to_be_focused()
+    expect(skip_link).to_be_in_viewport()
+    for _ in range(6):  # on through the navigation to the page's controls
+        page.keyboard.press("Tab")
+        outline = page.evaluate(
+            "(() => { const s = getComputedStyle(document.activeElement);"
+            " return [s.outlineStyle, parseFloat(s.outlineWidth)]; })()"
+        )
+        label = page.evaluate("document.activeElement.outerHTML.slice(0, 80)")
+        assert outline[0] != "none", label
+        assert outline[1] >= 2, label
