@@ -485,9 +485,7 @@ def _write_big_file(path: Path, rows: int) -> None:
             series += 1
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_100k_row_file_imports_with_peak_memory_under_150_mb(tmp_path):
-    rows = 100_000
+def _check_memory(tmp_path: Path, rows: int) -> None:
     path = tmp_path / "big.csv"
     _write_big_file(path, rows)
     with path.open() as f:
@@ -501,6 +499,17 @@ def test_a_100k_row_file_imports_with_peak_memory_under_150_mb(tmp_path):
     assert f"{expected} created, 0 updated, 0 unchanged, 0 bad" in output
     assert _count_items(env) == expected
     assert peak_mb < 150
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_100k_row_file_imports_with_peak_memory_under_150_mb(tmp_path):
+    _check_memory(tmp_path, 100_000)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_million_row_file_imports_with_memory_as_flat_as_for_100k(tmp_path):
+    _check_memory(tmp_path, 1_000_000)
 
 
 def test_from_vionlabs_pages_through_the_sandbox_catalog(use_sandbox):
