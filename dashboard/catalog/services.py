@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -702,19 +702,10 @@ def item_refresh(
             answer = _answer_from_item_task(item_task)
             row = rows.get(key)
             if row is None:
-                row = ProductTask(item=item, product=item_task.product, version=item_task.version)
-                _apply(row, answer, observed_at)
-                row.save()
+                row, discovered = _discover(item, key, answer, observed_at, who)
                 rows[key] = row
-                _event(
-                    row,
-                    action=EventAction.DISCOVER,
-                    status_before="",
-                    who=who,
-                    error=answer.error,
-                    note="Found at Vionlabs; the dashboard had no row for it.",
-                )
-                continue
+                if discovered:
+                    continue
             if row.pk in busy_at_start or _mutation_overlaps(row, observed_at):
                 continue  # a create or deactivate is under way: its own answer decides
             status_before = row.status
@@ -733,6 +724,31 @@ def item_refresh(
     for row in tasks:
         row.item = item
     return tasks
+
+
+def _discover(
+    item: CatalogItem, key: tuple[str, str], answer: _Answer, observed_at: dt.datetime, who: _Who
+) -> tuple[ProductTask, bool]:
+    """Add the row for a task found only at Vionlabs; (row, True). If another caller (a create, a second
+    refresh) inserted it meanwhile, return theirs, locked, as (row, False) to be treated as an existing row."""
+    product, version = key
+    try:
+        # A savepoint: on PostgreSQL the insert waits for a concurrent one and then fails on the unique key.
+        with transaction.atomic():
+            row = ProductTask(item=item, product=product, version=version)
+            _apply(row, answer, observed_at)
+            row.save()
+    except IntegrityError:
+        return ProductTask.objects.select_for_update().get(item=item, product=product, version=version), False
+    _event(
+        row,
+        action=EventAction.DISCOVER,
+        status_before="",
+        who=who,
+        error=answer.error,
+        note="Found at Vionlabs; the dashboard had no row for it.",
+    )
+    return row, True
 
 
 # --- Failures -------------------------------------------------------------------------------------------

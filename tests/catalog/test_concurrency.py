@@ -103,3 +103,23 @@ def test_a_deactivation_racing_a_background_refresh_records_both_and_ends_deacti
         task.refresh_from_db()
         assert final == "deactivated"
         assert (task.status, task.action_in_progress) == (final, "")
+
+
+def test_concurrent_item_refreshes_discover_each_unknown_task_once(use_sandbox):
+    # The scheduler and a webhook hint can refresh one item at the same moment; both find the same new tasks.
+    item = CatalogItem.objects.create(inventory_id="race/discover 1", title="Race")
+    client = get_client()
+    for product in ("adbreaks", "markers", "nudity"):
+        client.create_task(item.inventory_id, product, VERSION)
+
+    results = run_together([lambda: services.item_refresh(item=item)] * 10)
+
+    assert [r for r in results if not isinstance(r, list)] == []
+    assert ProductTask.objects.filter(item=item).count() == 3
+    discovered = Counter(
+        TaskEvent.objects.filter(task__item=item, action=EventAction.DISCOVER).values_list(
+            "task__product", flat=True
+        )
+    )
+    assert discovered == {"adbreaks": 1, "markers": 1, "nudity": 1}
+    assert use_sandbox.stats()["items"][item.inventory_id] == 10

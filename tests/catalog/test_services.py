@@ -533,6 +533,26 @@ def test_item_refresh_updates_every_row_with_one_call_and_discovers_unknown_task
     assert all(e.source == EventSource.SYNC for e in TaskEvent.objects.all())
 
 
+def test_item_refresh_yields_to_a_row_inserted_by_someone_else_meanwhile(mocked, item):
+    def another_refresh_discovers_it_first(request):
+        ProductTask.objects.create(
+            item=item,
+            product="emotions",
+            version="op-v6",
+            status="processing",
+            last_checked_at=timezone.now(),
+        )
+        return 200, {}, json.dumps(item_tasks(("emotions", "op-v6", "pending", None)))
+
+    mocked.add_callback(responses.GET, item_url(), callback=another_refresh_discovers_it_first)
+
+    [task] = services.item_refresh(item=item)
+
+    assert task.status == "processing"  # theirs is newer than our answer: kept
+    assert ProductTask.objects.get().status == "processing"
+    assert not TaskEvent.objects.filter(action=EventAction.DISCOVER).exists()
+
+
 def test_item_refresh_failure_marks_every_row_once_per_distinct_error(mocked, item):
     first = make_task(item, product="adbreaks", status="pending")
     second = make_task(item, product="markers", status="done")
