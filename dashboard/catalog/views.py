@@ -70,6 +70,8 @@ POLL_MAX_IDS = 500
 #: A poll looks this far behind its `since`, so a row saved just before a poll and committed just after it is
 #: not missed; re-sending an unchanged badge is harmless.
 POLL_OVERLAP = dt.timedelta(seconds=3)
+#: `rows=item` (item page) and `rows=tasks` (tasks page): the poll sends whole task rows, not only badges.
+POLL_ROW_MODES = ("item", "tasks")
 KNOWN_STATUS_ORDER = [
     TaskStatus.PENDING,
     TaskStatus.PROCESSING,
@@ -333,7 +335,12 @@ def build_rows(items: list[CatalogItem], products: list[ProductSetting]) -> list
 
 
 def poll_context(
-    *, items: Iterable[int] = (), tasks: Iterable[int] = (), active: bool, now: dt.datetime | None = None
+    *,
+    items: Iterable[int] = (),
+    tasks: Iterable[int] = (),
+    rows: str = "",
+    active: bool,
+    now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """What the page's single poll element needs: which rows it covers, since when, and whether to poll."""
     now = now or timezone.now()
@@ -344,6 +351,8 @@ def poll_context(
         query += f"&items={item_ids}"
     if task_ids:
         query += f"&tasks={task_ids}"
+    if rows in POLL_ROW_MODES:
+        query += f"&rows={rows}"
     return {
         "poll_url": f"{reverse('catalog:poll')}?{query}",
         "poll_active": active,
@@ -393,15 +402,33 @@ def poll(request: HttpRequest) -> HttpResponse:
             active = active or task_is_active(chosen)
             if any(t.updated_at > since for t in tasks):
                 cells.append(Cell(product=setting, task=chosen, item_pk=item_pk))
+    rows = request.GET.get("rows", "")
     if task_ids:
-        for task in ProductTask.objects.filter(pk__in=task_ids).order_by("pk"):
+        tasks_qs = ProductTask.objects.filter(pk__in=task_ids).order_by("pk")
+        if rows in POLL_ROW_MODES:
+            tasks_qs = tasks_qs.select_related("item")
+        for task in tasks_qs:
             active = active or task_is_active(task)
             if task.updated_at > since:
                 changed_tasks.append(task)
+    if changed_tasks and rows in POLL_ROW_MODES:
+        # Whole rows, not just badges: a task that failed meanwhile needs its error and its Retry button too.
+        thresholds = compute_thresholds()
+        for task in changed_tasks:
+            task.stuck = thresholds.is_stuck(task, now=now)
+        if rows == "item":
+            attach_timelines(changed_tasks, now=now)
     ctx = {
         "cells": cells,
         "changed_tasks": changed_tasks,
-        **poll_context(items=item_ids, tasks=task_ids, active=active, now=now),
+        "rows": rows,
+        "can_operate": can_operate(request),
+        "announcements": [
+            f"{t.item.inventory_id} {t.product} {t.version}: {t.status or 'no answer yet'}"
+            for t in changed_tasks
+            if rows in POLL_ROW_MODES
+        ],
+        **poll_context(items=item_ids, tasks=task_ids, rows=rows, active=active, now=now),
     }
     return render(request, "catalog/poll.html#poll-response", ctx)
 
@@ -564,6 +591,16 @@ def timeline(events: list[TaskEvent], now: dt.datetime) -> list[Step]:
     return list(reversed(steps))
 
 
+def attach_timelines(tasks: list[ProductTask], *, now: dt.datetime) -> None:
+    """Give each task its `timeline`: one query for all of them."""
+    by_task: dict[int, list[TaskEvent]] = defaultdict(list)
+    events = TaskEvent.objects.filter(task__in=tasks).select_related("actor", "operation")
+    for event in events.order_by("-created_at", "-pk")[:EVENT_LIMIT]:
+        by_task[event.task_id].append(event)
+    for task in tasks:
+        task.timeline = timeline(by_task.get(task.pk, []), now)
+
+
 def item_detail_context(
     request: HttpRequest, item: CatalogItem, *, all_settings: list[ProductSetting] | None = None
 ) -> dict[str, Any]:
@@ -589,7 +626,9 @@ def item_detail_context(
         "products": products,
         "can_operate": can_operate(request),
         "create_form": TaskCreateForm(settings=products),
-        **poll_context(tasks=[t.pk for t in tasks], active=any(task_is_active(t) for t in tasks)),
+        **poll_context(
+            tasks=[t.pk for t in tasks], rows="item", active=any(task_is_active(t) for t in tasks)
+        ),
     }
 
 
@@ -751,7 +790,9 @@ def task_list(request: HttpRequest) -> HttpResponse:
         "count_exact": count_exact,
         "base_query": base_query.urlencode(),
         "known_statuses": [*KNOWN_STATUS_ORDER, UNANSWERED],
-        **poll_context(tasks=[t.pk for t in page.rows], active=any(task_is_active(t) for t in page.rows)),
+        **poll_context(
+            tasks=[t.pk for t in page.rows], rows="tasks", active=any(task_is_active(t) for t in page.rows)
+        ),
     }
     template = "catalog/task_list.html"
     if request.htmx and request.htmx.target == "task-results":

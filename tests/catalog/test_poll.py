@@ -17,6 +17,8 @@ from .ui_fixtures import add_items
 viewer = ui_fixtures.viewer
 products = ui_fixtures.products
 viewer_client = ui_fixtures.viewer_client
+operator = ui_fixtures.operator
+operator_client = ui_fixtures.operator_client
 
 AUTH = 4
 
@@ -84,15 +86,74 @@ def test_poll_returns_only_badges_changed_since_the_last_poll(viewer_client, pag
     assert "processing" in second
 
 
-def test_poll_on_task_ids_swaps_task_badges(viewer_client, page_items):
+def oob_rows(html: str) -> set[str]:
+    return set(re.findall(r'<template>\s*<(?:tbody|tr) id="(task-\d+)"[^>]*hx-swap-oob="true"', html))
+
+
+def test_poll_on_the_item_page_swaps_whole_task_rows(operator_client, page_items):
+    """A task that fails while the page is open must show its error and Retry, not only a new badge."""
+    items, tasks = page_items
+    page = operator_client.get(reverse("catalog:item-detail", args=[items[3].pk])).content.decode()
+    assert "rows=item" in poll_url(page)
+    ProductTask.objects.filter(pk=tasks[3].pk).update(
+        status="failed", error="Probe could not decode the video", updated_at=timezone.now()
+    )
+    html = operator_client.get(poll_url(page)).content.decode()
+    assert oob_rows(html) == {f"task-{tasks[3].pk}"}
+    row = html[html.index("<template>") : html.index("</template>")]
+    assert "Probe could not decode the video" in row
+    assert f'hx-post="/tasks/{tasks[3].pk}/retry/"' in row
+    assert f"/tasks/{tasks[3].pk}/deactivate/" not in row
+    assert f'id="badge-{tasks[3].pk}"' in row
+    # Replaced rows lose their own live region, so the change is announced in the page's announcer.
+    assert re.search(r'<div id="announcer" hx-swap-oob="innerHTML">item-00003 adbreaks 1.0.1: failed', html)
+
+
+def test_poll_rows_for_a_viewer_have_no_action_buttons(viewer_client, page_items):
     items, tasks = page_items
     page = viewer_client.get(reverse("catalog:item-detail", args=[items[3].pk])).content.decode()
-    ProductTask.objects.filter(pk=tasks[3].pk).update(
-        status="done", updated_at=timezone.now() + dt.timedelta(seconds=1)
+    ProductTask.objects.filter(pk=tasks[3].pk).update(status="failed", updated_at=timezone.now())
+    html = viewer_client.get(poll_url(page)).content.decode()
+    assert oob_rows(html) == {f"task-{tasks[3].pk}"}
+    assert "hx-post" not in html
+
+
+def test_poll_on_the_tasks_page_swaps_whole_rows(viewer_client, page_items):
+    _items, tasks = page_items
+    page = viewer_client.get(reverse("catalog:task-list")).content.decode()
+    assert "rows=tasks" in poll_url(page)
+    ProductTask.objects.filter(pk=tasks[1].pk).update(
+        status="failed", error="S3 gone", updated_at=timezone.now()
     )
     html = viewer_client.get(poll_url(page)).content.decode()
+    assert oob_rows(html) == {f"task-{tasks[1].pk}"}
+    assert "S3 gone" in html
+
+
+def test_poll_on_bare_task_ids_swaps_badges_only(viewer_client, page_items):
+    _, tasks = page_items
+    ProductTask.objects.filter(pk=tasks[3].pk).update(status="done", updated_at=timezone.now())
+    html = viewer_client.get(
+        reverse("catalog:poll"), {"tasks": str(tasks[3].pk), "since": "0"}
+    ).content.decode()
     assert oob_ids(html) == {f"badge-{tasks[3].pk}"}
-    assert "done" in html
+    assert oob_rows(html) == set()
+
+
+@pytest.mark.parametrize("rows", [3, 30])
+def test_poll_with_whole_rows_has_constant_queries(
+    operator_client, products, rows, django_assert_num_queries
+):
+    _items, tasks = add_items(rows)
+    params = {
+        "tasks": ",".join(str(t.pk) for t in tasks),
+        "rows": "item",
+        "since": f"{time.time() - 3600:.3f}",
+    }
+    # tasks, then for the changed ones: product settings and the duration sample (stuck), their events.
+    with django_assert_num_queries(AUTH + 4):
+        response = operator_client.get(reverse("catalog:poll"), params)
+    assert len(oob_rows(response.content.decode())) == rows
 
 
 def test_poll_stops_when_nothing_on_the_page_is_in_flight(viewer_client, page_items):
@@ -101,8 +162,8 @@ def test_poll_stops_when_nothing_on_the_page_is_in_flight(viewer_client, page_it
     assert "hx-trigger" in poll_element(page)  # processing: live
     ProductTask.objects.filter(pk=tasks[3].pk).update(status="done", updated_at=timezone.now())
     html = viewer_client.get(poll_url(page)).content.decode()
-    # The last badge arrives, and the poll element comes back inert: no more requests.
-    assert f"badge-{tasks[3].pk}" in oob_ids(html)
+    # The last row arrives, and the poll element comes back inert: no more requests.
+    assert oob_rows(html) == {f"task-{tasks[3].pk}"}
     assert "hx-trigger" not in poll_element(html)
     assert "hx-get" not in poll_element(html)
 
@@ -152,11 +213,11 @@ def test_a_bad_since_is_treated_as_now(viewer_client, page_items, since):
     assert oob_ids(response.content.decode()) == set()
 
 
-def test_badges_are_live_regions_that_survive_the_swap(viewer_client, page_items):
-    items, tasks = page_items
-    html = viewer_client.get(reverse("catalog:item-detail", args=[items[1].pk])).content.decode()
-    assert f'<span id="badge-{tasks[1].pk}" class="badge-slot" aria-live="polite">' in html
+def test_catalog_badges_are_live_regions_that_survive_the_swap(viewer_client, page_items):
+    items, _ = page_items
+    html = viewer_client.get(reverse("catalog:item-list")).content.decode()
+    assert f'<span id="badge-{items[1].pk}-adbreaks" class="badge-slot" aria-live="polite">' in html
     # The poll swaps the slot's content (innerHTML), so the aria-live element itself stays in the page.
-    ProductTask.objects.filter(pk=tasks[1].pk).update(status="processing", updated_at=timezone.now())
+    ProductTask.objects.filter(item=items[1]).update(status="processing", updated_at=timezone.now())
     poll = viewer_client.get(poll_url(html)).content.decode()
-    assert f'<span id="badge-{tasks[1].pk}" hx-swap-oob="innerHTML">' in poll
+    assert f'<span id="badge-{items[1].pk}-adbreaks" hx-swap-oob="innerHTML">' in poll
