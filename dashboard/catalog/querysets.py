@@ -37,6 +37,10 @@ class ProductTaskQuerySet(models.QuerySet):
         cutoff = timezone.now() - after
         return self.filter(Q(last_checked_at__lt=cutoff) | Q(last_checked_at__isnull=True))
 
+    def action_under_way(self, *, now: dt.datetime, abandoned_after: dt.timedelta):
+        """A create/deactivate is marked on the row and not yet abandoned (see services.ABANDONED_AFTER)."""
+        return self.exclude(action_in_progress="").filter(action_started_at__gt=now - abandoned_after)
+
     def for_product(self, product: str, version: str | None = None):
         qs = self.filter(product=product)
         return qs.filter(version=version) if version else qs

@@ -671,13 +671,11 @@ def item_refresh(
     who = _Who(_actor(actor), source, operation)
     client = get_client()
     observed_at = timezone.now()  # before reading the markers: see task_refresh
-    busy_at_start = {
-        pk
-        for pk, action, started in ProductTask.objects.filter(item=item)
-        .exclude(action_in_progress="")
-        .values_list("pk", "action_in_progress", "action_started_at")
-        if started is not None and observed_at - started < ABANDONED_AFTER
-    }
+    busy_at_start = set(
+        ProductTask.objects.filter(item=item)
+        .action_under_way(now=observed_at, abandoned_after=ABANDONED_AFTER)
+        .values_list("pk", flat=True)
+    )
     try:
         ensure_no_transaction()
         item_tasks = client.list_item_tasks(item.inventory_id)

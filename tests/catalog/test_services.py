@@ -475,6 +475,17 @@ def test_item_refresh_leaves_rows_with_a_change_under_way_alone(mocked, item):
     assert not busy.events.exists()
 
 
+def test_item_refresh_updates_a_row_whose_marker_was_abandoned(mocked, item):
+    stale = timezone.now() - services.ABANDONED_AFTER - dt.timedelta(seconds=1)
+    task = make_task(item, status="", action_in_progress="create", action_started_at=stale)
+    mocked.get(item_url(), json=item_tasks(("adbreaks", "1.0.1", "pending", None)))
+
+    services.item_refresh(item=item)
+
+    task.refresh_from_db()
+    assert task.status == "pending"
+
+
 def test_an_unexpected_error_during_the_call_releases_the_marker(mocked, item):
     mocked.post(task_url(), body=KeyError("a bug"))
 
