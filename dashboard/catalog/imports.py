@@ -20,6 +20,7 @@ import codecs
 import csv
 import io
 import json
+import math
 import sqlite3
 import tempfile
 from collections import defaultdict
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, transaction
+from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 
 from dashboard.vionlabs import CatalogEntry
@@ -193,7 +194,7 @@ def _open_text(stream: BinaryIO) -> tuple[io.TextIOWrapper, str]:
 
 
 def _text_problem(value: Any) -> str | None:
-    """Why a value cannot be stored (invalid UTF-8 or NUL, which PostgreSQL refuses), or None."""
+    """Why a value cannot be stored (invalid UTF-8, NUL or a non-finite number: PostgreSQL refuses them)."""
     if isinstance(value, str):
         if "\x00" in value:
             return "contains a NUL character"
@@ -203,6 +204,8 @@ def _text_problem(value: Any) -> str | None:
             except UnicodeEncodeError:
                 return "is not valid UTF-8"
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "is not a finite number (NaN and Infinity are not JSON)"
     if isinstance(value, dict):
         for key, item in value.items():
             problem = _text_problem(key) or _text_problem(item)
@@ -455,14 +458,14 @@ class _FileImporter:
     def _flush(self, batch: list[_Row]) -> None:
         try:
             outcomes, pending = self._write(batch)
-        except DatabaseError:
-            if len(batch) == 1:
-                raise
-            # Find the row the database refused, keeping every good row of the batch.
+        except (DataError, IntegrityError):
+            # The database refused something validation let through: write the rows one by one so only the
+            # refused row is lost. (Other database errors, a lost connection say, end the import: batches
+            # committed before are kept and a re-run continues.)
             for row in batch:
                 try:
                     self._flush_one(row)
-                except DatabaseError as exc:
+                except (DataError, IntegrityError) as exc:
                     self.report.add_error(
                         RowError(row.line, f"the database refused the row: {exc}", row.inventory_id)
                     )

@@ -650,3 +650,14 @@ def test_admin_upload_checks_the_csrf_token(django_user_model):
 
     assert response.status_code == 403
     assert CatalogItem.objects.count() == 0
+
+
+def test_non_finite_numbers_in_json_lines_are_bad_rows(write):
+    content = '{"inventory_id": "a", "score": NaN}\n{"inventory_id": "b", "big": 1e999}\n{"inventory_id": "c", "n": 1.5}\n'
+
+    code, _, err = run(write(content, "c.jsonl"))
+
+    assert code == 1
+    assert "line 1: a metadata value is not a finite number" in err
+    assert "line 2: a metadata value is not a finite number" in err
+    assert ids() == ["c"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from dashboard.catalog.imports import (
     BATCH_SIZE,
@@ -56,14 +57,17 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["batch_size"] < 1 or options["max_errors"] < 0 or options["page_size"] < 1:
             raise CommandError("--batch-size and --page-size must be positive, --max-errors not negative.")
-        if options["from_vionlabs"]:
-            if options["file"]:
-                raise CommandError("Give either FILE or --from-vionlabs, not both.", returncode=2)
-            report = self._from_vionlabs(options)
-        elif options["file"]:
-            report = self._from_file(options)
-        else:
+        if options["from_vionlabs"] and options["file"]:
+            raise CommandError("Give either FILE or --from-vionlabs, not both.", returncode=2)
+        if not options["from_vionlabs"] and not options["file"]:
             raise CommandError("Give a FILE ('-' for standard input) or --from-vionlabs.", returncode=2)
+        try:
+            report = self._from_vionlabs(options) if options["from_vionlabs"] else self._from_file(options)
+        except DatabaseError as exc:
+            raise CommandError(
+                f"The database failed: {exc}. Batches written before were kept; run the import again to finish.",
+                returncode=2,
+            ) from None
         self._print(report)
         if not report.ok:
             raise CommandError(f"{report.bad} bad row(s); the other rows were imported.", returncode=1)
