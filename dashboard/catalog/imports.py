@@ -410,6 +410,14 @@ class _Scratch:
 # --- writing ----------------------------------------------------------------------------------------------
 
 
+def _pks(inventory_ids: Iterable[str]) -> dict[str, int]:
+    """Primary keys of the items among these inventory ids that exist."""
+    wanted = list(inventory_ids)
+    if not wanted:
+        return {}
+    return dict(CatalogItem.objects.filter(inventory_id__in=wanted).values_list("inventory_id", "pk"))
+
+
 def _set_parents(assignments: dict[str, int]) -> None:
     """Point children (by inventory id) at their parents (by pk): one UPDATE per parent, not per child."""
     by_parent: dict[int, list[str]] = defaultdict(list)
@@ -489,9 +497,12 @@ class _FileImporter:
 
     def _write(self, batch: list[_Row]) -> tuple[list[int], list[tuple[int, str, str, int]]]:
         """Upsert one batch in one transaction; returns each row's outcome and the rows whose parent is
-        still unknown (later in the file, or missing)."""
+        still unknown (later in the file, or missing).
+
+        Rows are written in rounds, parents before children: a series, then its seasons (whose parent now
+        has a pk), then their episodes. A few bulk statements per batch, not one UPDATE per parent.
+        """
         ids = [row.inventory_id for row in batch]
-        parent_ids = {row.parent_id for row in batch if row.parent_id}
         with transaction.atomic():
             existing = {
                 inventory_id: (title, kind, metadata, parent)
@@ -499,67 +510,60 @@ class _FileImporter:
                     inventory_id__in=ids
                 ).values_list("inventory_id", "title", "kind", "metadata", "parent_id")
             }
-            parent_pks = dict(
-                CatalogItem.objects.filter(inventory_id__in=parent_ids).values_list("inventory_id", "pk")
+            known = _pks({row.parent_id for row in batch if row.parent_id})
+            outcomes: dict[int, int] = {}
+            remaining = list(enumerate(batch))
+            while remaining:
+                ready = [(i, row) for i, row in remaining if not row.parent_id or row.parent_id in known]
+                if not ready:
+                    break
+                remaining = [(i, row) for i, row in remaining if row.parent_id and row.parent_id not in known]
+                self._upsert(ready, existing, known, outcomes)
+                known.update(_pks({row.parent_id for _, row in remaining} - known.keys()))
+            # Parents neither in the catalog nor earlier in this batch: the item keeps its parent for now,
+            # and the second pass at the end of the file tries again.
+            self._upsert(remaining, existing, None, outcomes)
+            pending = [(row.line, row.inventory_id, row.parent_id, outcomes[i]) for i, row in remaining]
+        return [outcomes[i] for i in range(len(batch))], pending
+
+    @staticmethod
+    def _upsert(
+        rows: list[tuple[int, _Row]],
+        existing: dict[str, tuple[str, str, Any, int | None]],
+        parents: dict[str, int] | None,
+        outcomes: dict[int, int],
+    ) -> None:
+        """Write the rows that differ from the database; `parents` None keeps each item's current parent."""
+        to_write: list[CatalogItem] = []
+        for index, row in rows:
+            current = existing.get(row.inventory_id)
+            if parents is None:
+                parent = current[3] if current else None
+            else:
+                parent = parents[row.parent_id] if row.parent_id else None
+            if current is None:
+                outcomes[index] = _CREATED
+            elif current != (row.title, row.kind, row.metadata, parent):
+                outcomes[index] = _UPDATED
+            else:
+                outcomes[index] = _UNCHANGED
+                continue
+            to_write.append(
+                CatalogItem(
+                    inventory_id=row.inventory_id,
+                    title=row.title,
+                    kind=row.kind,
+                    metadata=row.metadata,
+                    parent_id=parent,
+                )
             )
-            outcomes: list[int] = []
-            to_write: list[CatalogItem] = []
-            later: list[tuple[int, _Row]] = []
-            for index, row in enumerate(batch):
-                current = existing.get(row.inventory_id)
-                current_parent = current[3] if current else None
-                if not row.parent_id:
-                    parent = None
-                elif row.parent_id in parent_pks:
-                    parent = parent_pks[row.parent_id]
-                else:
-                    # Created in this batch, later in the file, or missing: decided below or at the end.
-                    parent = current_parent
-                    later.append((index, row))
-                wanted = (row.title, row.kind, row.metadata, parent)
-                if current is None:
-                    outcomes.append(_CREATED)
-                elif current != wanted:
-                    outcomes.append(_UPDATED)
-                else:
-                    outcomes.append(_UNCHANGED)
-                    continue
-                to_write.append(
-                    CatalogItem(
-                        inventory_id=row.inventory_id,
-                        title=row.title,
-                        kind=row.kind,
-                        metadata=row.metadata,
-                        parent_id=parent,
-                    )
-                )
-            if to_write:
-                CatalogItem.objects.bulk_create(
-                    to_write,
-                    update_conflicts=True,
-                    unique_fields=["inventory_id"],
-                    update_fields=["title", "kind", "metadata", "parent", "updated_at"],
-                )
-            pending: list[tuple[int, str, str, int]] = []
-            if later:
-                found = dict(
-                    CatalogItem.objects.filter(
-                        inventory_id__in={row.parent_id for _, row in later}
-                    ).values_list("inventory_id", "pk")
-                )
-                assignments: dict[str, int] = {}
-                for index, row in later:
-                    parent_pk = found.get(row.parent_id)
-                    if parent_pk is None:
-                        pending.append((row.line, row.inventory_id, row.parent_id, outcomes[index]))
-                        continue
-                    current = existing.get(row.inventory_id)
-                    if current is None or current[3] != parent_pk:
-                        assignments[row.inventory_id] = parent_pk
-                        if outcomes[index] == _UNCHANGED:
-                            outcomes[index] = _UPDATED
-                _set_parents(assignments)
-        return outcomes, pending
+        if to_write:
+            CatalogItem.objects.bulk_create(
+                to_write,
+                update_conflicts=True,
+                unique_fields=["inventory_id"],
+                update_fields=["title", "kind", "metadata", "parent", "updated_at"],
+            )
 
     def _resolve_pending(self) -> None:
         """The second pass: parents that appeared later in the file exist now; the rest are missing."""
