@@ -9,7 +9,6 @@ with REQUIRE_ALL_TESTS=1 (CI) that skip fails the run (tests/conftest.py).
 """
 
 import os
-import re
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -36,8 +35,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = REPO_ROOT / "test-artifacts" / "screenshots"
 # Marks the console line the init script writes for each CSP violation.
 CSP_TAG = "[csp-violation]"
-# Chromium asks for /favicon.ico on its own; that request is the browser's, not the page's.
-BROWSER_OWN_REQUESTS = re.compile(r"Failed to load resource: .*\(\S+/favicon\.ico\)$")
 # A laptop screen: the smallest the UI promises to fit.
 VIEWPORT = {"width": 1366, "height": 800}
 # Long enough for the sandbox's pending → processing → done cycle plus a poll; short enough to fail fast.
@@ -83,8 +80,6 @@ class PageWatch:
     console: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     csp_violations: list[str] = field(default_factory=list)
-    # Console errors a test provokes on purpose, matched by regular expression.
-    allowed: list[re.Pattern] = field(default_factory=list)
 
     def on_console(self, message) -> None:
         text = message.text
@@ -92,16 +87,11 @@ class PageWatch:
         self.console.append(line)
         if CSP_TAG in text or "Content Security Policy" in text:
             self.csp_violations.append(text)
-        elif BROWSER_OWN_REQUESTS.search(line):
-            return
-        elif message.type == "error" and not any(p.search(text) for p in self.allowed):
+        elif message.type == "error":
             self.errors.append(line)
 
     def on_page_error(self, error) -> None:
         self.errors.append(f"uncaught: {error}")
-
-    def allow_console_error(self, pattern: str) -> None:
-        self.allowed.append(re.compile(pattern))
 
     def problems(self) -> list[str]:
         return [f"CSP violation: {v}" for v in self.csp_violations] + [f"JS error: {e}" for e in self.errors]

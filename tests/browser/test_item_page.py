@@ -93,11 +93,6 @@ def test_failed_task_shows_the_error_vionlabs_gave(page, live_server, operator, 
     screenshot(page, "item-failed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the poll swaps only the badge: a task that fails while the page is open shows 'failed' with no "
-    "error text, stale links and a Deactivate button instead of Retry until the page is reloaded",
-)
 def test_task_failing_while_the_page_is_open_shows_its_error_and_retry(
     page, live_server, operator, products, sandbox, scheduler
 ):
