@@ -176,6 +176,14 @@ DASHBOARD_POLL_INTERVAL = env.int("DASHBOARD_POLL_INTERVAL", default=5)
 DASHBOARD_PAGE_SIZE = env.int("DASHBOARD_PAGE_SIZE", default=50)
 BULK_CONCURRENCY = env.int("BULK_CONCURRENCY", default=4)
 SYNC_REQUESTS_PER_MINUTE = env.int("SYNC_REQUESTS_PER_MINUTE", default=600)
+# Scheduled sync (dashboard/catalog/sync.py): a task in flight is checked again after a tenth of its age,
+# between these bounds; a claimed item is leased for SYNC_LEASE_SECONDS; after SYNC_BREAKER_THRESHOLD
+# failures in a row sync pauses for SYNC_BREAKER_PAUSE seconds, then sends one probe.
+SYNC_MIN_INTERVAL = env.float("SYNC_MIN_INTERVAL", default=30.0)
+SYNC_MAX_INTERVAL = env.float("SYNC_MAX_INTERVAL", default=900.0)
+SYNC_LEASE_SECONDS = env.float("SYNC_LEASE_SECONDS", default=600.0)
+SYNC_BREAKER_THRESHOLD = env.int("SYNC_BREAKER_THRESHOLD", default=5)
+SYNC_BREAKER_PAUSE = env.float("SYNC_BREAKER_PAUSE", default=60.0)
 IMPORT_MAX_UPLOAD_BYTES = env.int("IMPORT_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
 
 # --- Logging --------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from dashboard.catalog import sync
 
@@ -33,6 +33,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, every: float | None, inline: bool, batch_size: int, **options: Any) -> None:
+        self.verbosity = int(options.get("verbosity", 1))
         if every is not None and every <= 0:
             raise CommandError("--every must be a positive number of seconds.")
         if batch_size <= 0:
@@ -40,8 +41,10 @@ class Command(BaseCommand):
         try:
             while True:
                 started = time.monotonic()
-                # A long-lived process must not keep a connection the database has since dropped.
-                close_old_connections()
+                # A long-lived process must not keep a connection the database has since dropped (not
+                # inside a caller's transaction, which closing would break).
+                if not connection.in_atomic_block:
+                    close_old_connections()
                 report = sync.run_cycle(inline=inline, batch_size=batch_size)
                 self._report(report, inline=inline)
                 if every is None:
@@ -61,5 +64,5 @@ class Command(BaseCommand):
             line += f"; Vionlabs failing, sync paused until {report.paused_until:%Y-%m-%d %H:%M:%S %Z}"
         elif report.breaker == "half-open":
             line += "; Vionlabs was failing: sent one probe"
-        if int(self.verbosity) >= 1:
+        if self.verbosity >= 1:
             self.stdout.write(line + ".")
