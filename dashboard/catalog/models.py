@@ -158,6 +158,8 @@ class ProductTask(models.Model):
             models.Index(fields=["last_checked_at"], name="task_last_checked_idx"),
             models.Index(fields=["status", "next_check_at"], name="task_status_next_check_idx"),
             models.Index(fields=["status_changed_at"], name="task_status_changed_idx"),
+            # Recent failures, and the latest completions the stuck thresholds are computed from.
+            models.Index(fields=["status", "status_changed_at"], name="task_status_time_idx"),
         ]
         permissions = [
             ("operate_tasks", "Can create, refresh, deactivate and retry Vionlabs tasks"),
