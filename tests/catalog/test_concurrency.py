@@ -6,6 +6,7 @@ there (conftest.py states the reason) and run in CI's PostgreSQL pass.
 """
 
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -71,6 +72,25 @@ def test_twenty_concurrent_creates_leave_one_row_and_send_at_most_one_post(use_s
     assert task.action_in_progress == ""
     assert list(task.events.values_list("action", flat=True)) == [EventAction.CREATE]
     print(f"\n20 concurrent creates: {Counter(type(r).__name__ for r in results)}, POSTs sent: 1")
+
+
+def test_twenty_concurrent_retries_of_a_failed_task_send_one_post(use_sandbox):
+    # The sandbox fails every task whose inventory id contains "fail", after pending and processing.
+    item = CatalogItem.objects.create(inventory_id="race/fail 1", title="Race")
+    task = services.task_create(item=item, product=PRODUCT, version=VERSION)
+    deadline = time.monotonic() + 10
+    while task.status != "failed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        task = services.task_refresh(task=task, source=EventSource.SYNC)
+    assert task.status == "failed"
+    use_sandbox.configure(latency=0.3)
+
+    results = run_together([lambda: services.task_retry(task=task, source=EventSource.BULK)] * 20)
+
+    assert [r for r in results if not isinstance(r, ProductTask | services.ActionRefused)] == []
+    assert sum(isinstance(r, ProductTask) for r in results) == 1
+    assert posts_for(use_sandbox, item.inventory_id) == 2  # the first create and one retry
+    assert TaskEvent.objects.filter(task=task, action=EventAction.RETRY).count() == 1
 
 
 def test_a_deactivation_racing_a_background_refresh_records_both_and_ends_deactivated(
