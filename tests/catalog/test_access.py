@@ -164,3 +164,10 @@ def test_plain_request_with_expired_session_gets_the_login_redirect(client, obje
     response = client.get(reverse("catalog:task-list"))
     assert response.status_code == 302
     assert response["Location"] == "/login/?next=/tasks/"
+
+
+def test_a_refused_action_explains_the_roles(client, django_user_model, objects):
+    client.force_login(make_user(django_user_model, "victor", "Viewers"))
+    response = client.post(reverse("catalog:task-refresh", args=[objects["task"].pk]))
+    assert response.status_code == 403
+    assert b"Ask an administrator to add you to the Operators group" in response.content
