@@ -126,12 +126,12 @@ def test_blank_version_shows_vionlabs_422_next_to_the_form(page, live_server, op
 
     alert = page.get_by_role("alert")
     expect(alert).to_be_visible()
+    screenshot(page, "item-blank-version")
     # The message arrives whole in one swap: no need to wait the full timeout for other words.
     expect(alert).to_contain_text("Vionlabs rejected the request", timeout=2000)
     expect(alert).to_contain_text("String should have at least 1 character")
     assert sandbox.stats()["statuses"].get("422", 0) >= 1
     assert not ProductTask.objects.filter(item=item).exclude(status="").exists()
-    screenshot(page, "item-422")
     assert page.evaluate("window.sameDocument") is True
 
 
