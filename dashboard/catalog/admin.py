@@ -10,7 +10,7 @@ from functools import partial
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils.text import Truncator
 
 from dashboard.vionlabs.errors import VionlabsError
@@ -172,7 +172,7 @@ class CatalogItemAdmin(OperateTasksMixin, admin.ModelAdmin):
     raw_id_fields = ["parent"]
     readonly_fields = ["created_at", "updated_at"]
     inlines = [ProductTaskInline]
-    actions = ["create_default_tasks", "refresh_items"]
+    actions = ["create_default_tasks", "refresh_items", "start_bulk_operation"]
 
     def get_urls(self) -> list:
         # The upload page (templates/admin/catalog/catalogitem/), the same importer as `import_catalog`.
@@ -221,6 +221,16 @@ class CatalogItemAdmin(OperateTasksMixin, admin.ModelAdmin):
         _run_per_row(
             self, request, [(str(item), partial(refresh, item)) for item in queryset], verb="Refresh"
         )
+
+    @admin.action(
+        description="Bulk operation on the selected items (preview, then run in the background)",
+        permissions=["operate_tasks"],
+    )
+    def start_bulk_operation(self, request: HttpRequest, queryset: QuerySet[CatalogItem]) -> HttpResponse:
+        # Any number of items: the work runs as an Operation with progress, not inside this request.
+        from .operation_views import preview_for_items
+
+        return preview_for_items(request, list(queryset.order_by("pk").values_list("pk", flat=True)))
 
 
 # --- Tasks ----------------------------------------------------------------------------------------------

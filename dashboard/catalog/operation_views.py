@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required, permission_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import IntegrityError, transaction
 from django.db.models import F, QuerySet
@@ -111,27 +111,46 @@ def _hidden_selection(data: QueryDict) -> list[tuple[str, str]]:
     return [("items", value) for value in data.getlist("items")]
 
 
-def _preview_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
-    return {
-        "kinds": OperationKind.choices,
-        "products": ProductChoices.choices,
-        "priorities": PriorityChoices.choices,
-        "hidden_selection": _hidden_selection(request.POST),
-        **extra,
-    }
-
-
 def _render_preview(
-    request: HttpRequest, choices: dict[str, str], *, error: str = "", reason: str = "", status: int = 200
+    request: HttpRequest,
+    choices: dict[str, str],
+    *,
+    data: QueryDict | None = None,
+    error: str = "",
+    reason: str = "",
 ) -> HttpResponse:
+    data = request.POST if data is None else data
     preview = None
     try:
-        items, _ = _selection(request.POST)
+        items, _ = _selection(data)
         preview = operations.operation_preview(items=items, **choices)
     except (BadSelection, operations.OperationRefused) as problem:
         error = error or str(problem)
-    context = _preview_context(request, preview=preview, choices=choices, error=error, reason=reason)
-    return render(request, "catalog/operation_preview.html", context, status=status)
+    context = {
+        "kinds": OperationKind.choices,
+        "products": ProductChoices.choices,
+        "priorities": PriorityChoices.choices,
+        "hidden_selection": _hidden_selection(data),
+        "preview": preview,
+        "choices": choices,
+        "error": error,
+        "reason": reason,
+    }
+    return render(request, "catalog/operation_preview.html", context)
+
+
+def preview_for_items(request: HttpRequest, item_ids: list[int]) -> HttpResponse:
+    """The preview page for items chosen elsewhere (the admin's bulk action), with the first enabled
+    product's defaults preselected; the operator adjusts the choices and confirms there."""
+    if not request.user.has_perm(OPERATE_PERMISSION):
+        raise PermissionDenied
+    data = QueryDict(mutable=True)
+    data.setlist("items", [str(pk) for pk in item_ids])
+    setting = ProductSetting.objects.filter(enabled=True).first()
+    data["kind"] = OperationKind.CREATE
+    if setting is not None:
+        data["product"] = setting.product
+    return _render_preview(request, _choices(data), data=data)
 
 
 @require_POST

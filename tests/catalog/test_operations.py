@@ -349,3 +349,25 @@ def test_operation_pages_run_a_constant_number_of_queries(client, viewer, django
         assert client.get(reverse("catalog:operation-detail", args=[operation.pk])).status_code == 200
     with django_assert_max_num_queries(5):
         assert client.get(reverse("catalog:operation-progress", args=[operation.pk])).status_code == 200
+
+
+def test_admin_bulk_action_opens_the_preview_for_the_selected_items(client, operator):
+    from dashboard.catalog.models import ProductSetting
+
+    operator.is_staff = True
+    operator.save()
+    operator.user_permissions.add(Permission.objects.get(codename="view_catalogitem"))
+    ProductSetting.objects.create(product="emotions", default_version="2.0", default_priority="medium")
+    items = make_items(5, prefix="adm")
+    client.force_login(operator)
+    response = client.post(
+        reverse("admin:catalog_catalogitem_changelist"),
+        {"action": "start_bulk_operation", "_selected_action": [items[1].pk, items[3].pk]},
+    )
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "2 items · emotions 2.0" in body
+    assert f'name="items" value="{items[1].pk}"' in body
+    assert f'name="items" value="{items[0].pk}"' not in body
+    assert 'name="priority" value="medium"' in body
+    assert not Operation.objects.exists()  # nothing runs before the confirmation
