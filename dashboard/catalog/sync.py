@@ -212,6 +212,9 @@ def refresh_claimed_item(*, item_id: int, source: str = EventSource.SYNC) -> str
     item = CatalogItem.objects.filter(pk=item_id).first()
     if item is None:
         return "gone"
+    if source != EventSource.SYNC:
+        # A webhook's refresh leases the item like a scheduler's claim, so no scheduler claims it meanwhile.
+        ProductTask.objects.in_flight().filter(item_id=item_id).update(next_check_at=now + lease_length())
     try:
         services.item_refresh(item=item, source=source)
     except VionlabsError as error:

@@ -18,7 +18,7 @@ from django.db.models import Count, F
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from dashboard.catalog import sync
+from dashboard.catalog import services, sync
 from dashboard.catalog.models import (
     CatalogItem,
     EventSource,
@@ -226,6 +226,21 @@ def test_a_webhook_refresh_during_a_pause_is_deferred_to_its_end(
     job = DBTaskResult.objects.get(task_path=refresh_item.module_path)
     assert job.run_after == until
     assert job.args_kwargs["args"] == [item.pk, "webhook"]
+
+
+def test_a_webhook_refresh_keeps_schedulers_off_the_item_while_it_runs(use_sandbox, monkeypatch):
+    (item,) = in_flight(use_sandbox, 1)
+    claims_during_the_call = []
+    original = services.item_refresh
+
+    def item_refresh(**kwargs):
+        claims_during_the_call.append(sync.claim_due_items(limit=10, cycle_start=timezone.now()).item_ids)
+        return original(**kwargs)
+
+    monkeypatch.setattr(services, "item_refresh", item_refresh)
+    assert sync.refresh_claimed_item(item_id=item.pk, source=EventSource.WEBHOOK) == "refreshed"
+    assert claims_during_the_call == [[]]
+    assert use_sandbox.item_requests(item.inventory_id) == 1
 
 
 # --- The command ----------------------------------------------------------------------------------------
