@@ -606,19 +606,11 @@ def item_detail_context(
 ) -> dict[str, Any]:
     all_settings = product_settings() if all_settings is None else all_settings
     products = enabled(all_settings)
-    tasks = list(item.tasks.select_related("requested_by").order_by("product", "version"))
-    events = list(
-        TaskEvent.objects.filter(task__item=item)
-        .select_related("actor", "operation")
-        .order_by("-created_at", "-pk")[:EVENT_LIMIT]
-    )
+    tasks = list(item.tasks.order_by("product", "version"))
     now = timezone.now()
-    by_task: dict[int, list[TaskEvent]] = defaultdict(list)
-    for event in events:
-        by_task[event.task_id].append(event)
+    attach_timelines(tasks, now=now)
     thresholds = compute_thresholds(all_settings)
     for task in tasks:
-        task.timeline = timeline(by_task.get(task.pk, []), now)
         task.stuck = thresholds.is_stuck(task, now=now)
     return {
         "item": item,
