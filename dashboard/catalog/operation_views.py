@@ -40,6 +40,7 @@ from .models import (
     OperationItem,
     OperationItemState,
     OperationKind,
+    OperationState,
     PriorityChoices,
     ProductChoices,
     ProductSetting,
@@ -200,13 +201,29 @@ def operation_list(request: HttpRequest) -> HttpResponse:
     return render(request, "catalog/operation_list.html", {"page": page})
 
 
-def _progress_context(operation: Operation) -> dict[str, Any]:
+def _progress_context(request: HttpRequest, operation: Operation) -> dict[str, Any]:
+    """What the live region shows: progress, the failures so far (the first FAILURES_SHOWN), the buttons."""
     processed = operation.processed
-    percent = int(processed * 100 / operation.total) if operation.total else 100
+    failures = list(
+        OperationItem.objects.filter(operation=operation, state=OperationItemState.FAILED)
+        .select_related("item")
+        .order_by("pk")[:FAILURES_SHOWN]
+        if operation.failed
+        else []
+    )
+    cancelled = 0
+    if operation.state == OperationState.CANCELLED:
+        cancelled = OperationItem.objects.filter(
+            operation=operation, state=OperationItemState.CANCELLED
+        ).count()
     return {
         "operation": operation,
-        "percent": percent,
+        "percent": int(processed * 100 / operation.total) if operation.total else 100,
         "poll_seconds": PROGRESS_POLL_SECONDS,
+        "failures": failures,
+        "failures_shown": FAILURES_SHOWN,
+        "cancelled": cancelled,
+        "can_operate": request.user.has_perm(OPERATE_PERMISSION),
     }
 
 
@@ -215,21 +232,10 @@ def _progress_context(operation: Operation) -> dict[str, Any]:
 def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """An operation: parameters, live progress, failures with their errors, cancel and retry."""
     operation = get_object_or_404(Operation.objects.select_related("created_by"), pk=pk)
-    failures = list(
-        OperationItem.objects.filter(operation=operation, state=OperationItemState.FAILED)
-        .select_related("item")
-        .order_by("pk")[:FAILURES_SHOWN]
-    )
-    cancelled = OperationItem.objects.filter(operation=operation, state=OperationItemState.CANCELLED).count()
-    retry_of = (operation.params or {}).get("retry_of")
     context = {
-        **_progress_context(operation),
-        "failures": failures,
-        "failures_shown": FAILURES_SHOWN,
-        "cancelled": cancelled,
-        "retry_of": retry_of,
+        **_progress_context(request, operation),
+        "retry_of": (operation.params or {}).get("retry_of"),
         "retries": Operation.objects.filter(params__retry_of=operation.pk).order_by("pk").only("pk"),
-        "can_operate": request.user.has_perm(OPERATE_PERMISSION),
     }
     return render(request, "catalog/operation_detail.html", context)
 
@@ -237,15 +243,9 @@ def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @viewer_required
 def operation_progress(request: HttpRequest, pk: int) -> HttpResponse:
-    """The progress fragment; it carries its own poll trigger only while the operation is running."""
+    """The live region as a fragment; it carries its own poll trigger only while the operation is active."""
     operation = get_object_or_404(Operation, pk=pk)
-    context = {**_progress_context(operation), "can_operate": request.user.has_perm(OPERATE_PERMISSION)}
-    response = render(request, "catalog/operation_detail.html#progress", context)
-    if not operation.is_active and getattr(request, "htmx", False):
-        # The poll that sees the end reloads the page once, to show the failures and the retry button;
-        # the reloaded fragment carries no trigger, so polling stops.
-        response["HX-Refresh"] = "true"
-    return response
+    return render(request, "catalog/operation_detail.html#progress", _progress_context(request, operation))
 
 
 @require_POST
