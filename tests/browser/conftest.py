@@ -142,63 +142,75 @@ def page(context):
     return context.new_page()
 
 
-class Scheduler:
-    """Stands in for the sync scheduler: re-reads one item from the sandbox every `interval` seconds in a thread,
-    through the same service the real scheduler uses, so the page's poll has changes to pick up."""
+class Background:
+    """Runs project code in a thread the way a worker process or the scheduler would, next to the live server.
 
-    def __init__(self, interval: float = 0.25) -> None:
-        self.interval = interval
+    `every(seconds, fn)` repeats `fn` until the test ends (the scheduler); `once(fn)` runs it one time (a
+    worker picking up a job). A failure is kept and fails the test at teardown."""
+
+    def __init__(self) -> None:
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._shared: dict = {}
 
-    def start(self, item) -> None:
+    def every(self, seconds: float, fn) -> None:
+        self._start(fn, seconds)
+
+    def once(self, fn) -> None:
+        self._start(fn, None)
+
+    def refresh_item_every(self, item, seconds: float = 0.25) -> None:
+        """The scheduler's part for one item: re-read it from Vionlabs through the service the real one uses."""
+        from dashboard.catalog import services
+        from dashboard.catalog.models import CatalogItem
+
+        self.every(seconds, lambda: services.item_refresh(item=CatalogItem.objects.get(pk=item.pk)))
+
+    def _start(self, fn, interval: float | None) -> None:
         from django.db import connections
 
         # An in-memory SQLite test database exists only on the test thread's connection: share it, as the live
-        # server does. Start only after the test's own requests have changed state, so that no two threads are
-        # inside a transaction on that one connection at once.
+        # server does (tests/settings.py uses a file, where each thread opens its own connection instead).
         shared = {c.alias: c for c in connections.all() if c.vendor == "sqlite" and c.is_in_memory_db()}
         for connection in shared.values():
             connection.inc_thread_sharing()
-        self._shared = shared
-        self._thread = threading.Thread(target=self._run, args=(item.pk, shared), daemon=True)
-        self._thread.start()
+        self._shared.update(shared)
+        thread = threading.Thread(target=self._run, args=(fn, interval, shared), daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
-    def _run(self, item_pk: int, shared: dict) -> None:
+    def _run(self, fn, interval: float | None, shared: dict) -> None:
         from django.db import connections
-
-        from dashboard.catalog import services
-        from dashboard.catalog.models import CatalogItem
 
         for alias, connection in shared.items():
             connections[alias] = connection
         try:
-            while not self._stop.wait(self.interval):
-                try:
-                    services.item_refresh(item=CatalogItem.objects.get(pk=item_pk))
-                except Exception as error:  # reported by the test, which then fails
-                    self.errors.append(error)
-                    return
+            if interval is None:
+                fn()
+            else:
+                while not self._stop.wait(interval):
+                    fn()
+        except Exception as error:  # kept for the test's teardown, which then fails
+            self.errors.append(error)
         finally:
             if not shared:
                 connections.close_all()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=30)
         for connection in self._shared.values():
             connection.dec_thread_sharing()
 
 
 @pytest.fixture
-def scheduler(live_server):
-    scheduler = Scheduler()
-    yield scheduler
-    scheduler.stop()
-    assert not scheduler.errors, f"the stand-in scheduler failed: {scheduler.errors!r}"
+def background(live_server):
+    background = Background()
+    yield background
+    background.stop()
+    assert not background.errors, f"background work failed: {background.errors!r}"
 
 
 def login_as(context, live_server, user) -> None:

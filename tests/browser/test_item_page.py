@@ -23,7 +23,7 @@ def open_item(page, live_server, user, item):
 
 
 def test_created_task_badge_goes_pending_processing_done_without_reload(
-    page, live_server, operator, item, sandbox, scheduler
+    page, live_server, operator, item, sandbox, background
 ):
     sandbox.configure(pending_seconds=1.5, processing_seconds=2.5)
     open_item(page, live_server, operator, item)
@@ -36,7 +36,7 @@ def test_created_task_badge_goes_pending_processing_done_without_reload(
     task = ProductTask.objects.get(item=item, product="adbreaks", version="1.0.1")
     badge = page.locator(f"#badge-{task.pk}")
     expect(badge).to_have_text(re.compile(r"pending"))
-    scheduler.start(item)
+    background.refresh_item_every(item)
     expect(badge).to_have_text(re.compile(r"processing"))
     expect(badge).to_have_text(re.compile(r"done"))
     screenshot(page, "item-task-done")
@@ -94,14 +94,14 @@ def test_failed_task_shows_the_error_vionlabs_gave(page, live_server, operator, 
 
 
 def test_task_failing_while_the_page_is_open_shows_its_error_and_retry(
-    page, live_server, operator, products, sandbox, scheduler
+    page, live_server, operator, products, sandbox, background
 ):
     sandbox.configure(pending_seconds=0.5, processing_seconds=0.5)
     item = CatalogItem.objects.create(inventory_id="tt-fail-0468569", title="The Dark Knight")
     task = services.task_create(item=item, product="adbreaks", version="1.0.1", actor=operator)
     open_item(page, live_server, operator, item)
 
-    scheduler.start(item)
+    background.refresh_item_every(item)
 
     row = page.locator(f"#task-{task.pk}")
     expect(row.locator(f"#badge-{task.pk}")).to_have_text(re.compile(r"failed"))
@@ -136,14 +136,14 @@ def test_blank_version_shows_vionlabs_422_next_to_the_form(page, live_server, op
 
 
 def test_polling_stops_once_nothing_on_the_page_is_in_flight(
-    page, live_server, operator, item, sandbox, scheduler
+    page, live_server, operator, item, sandbox, background
 ):
     sandbox.configure(pending_seconds=0.5, processing_seconds=0.5)
     task = services.task_create(item=item, product="adbreaks", version="1.0.1", actor=operator)
     polls = []
     page.on("request", lambda request: polls.append(request.url) if "/poll/" in request.url else None)
     open_item(page, live_server, operator, item)
-    scheduler.start(item)
+    background.refresh_item_every(item)
 
     expect(page.locator(f"#badge-{task.pk}")).to_have_text(re.compile(r"done"))
     expect(page.get_by_text("live updates paused")).to_be_visible()
