@@ -9,6 +9,7 @@ with REQUIRE_ALL_TESTS=1 (CI) that skip fails the run (tests/conftest.py).
 """
 
 import os
+import re
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = REPO_ROOT / "test-artifacts" / "screenshots"
 # Marks the console line the init script writes for each CSP violation.
 CSP_TAG = "[csp-violation]"
+# Chromium asks for /favicon.ico by itself on pages that declare no icon (the admin's): the browser's request, not
+# the page's, so its 404 is no page error.
+BROWSER_OWN_REQUESTS = re.compile(r"Failed to load resource: .*\(\S+/favicon\.ico\)$")
 # A laptop screen: the smallest the UI promises to fit.
 VIEWPORT = {"width": 1366, "height": 800}
 # Long enough for the sandbox's pending → processing → done cycle plus a poll; short enough to fail fast.
@@ -87,7 +91,7 @@ class PageWatch:
         self.console.append(line)
         if CSP_TAG in text or "Content Security Policy" in text:
             self.csp_violations.append(text)
-        elif message.type == "error":
+        elif message.type == "error" and not BROWSER_OWN_REQUESTS.search(line):
             self.errors.append(line)
 
     def on_page_error(self, error) -> None:
