@@ -738,6 +738,7 @@ def item_refresh(request: HttpRequest, pk: int) -> HttpResponse:
             "can_operate": True,
             "row_message": message,
             "message_ok": ok,
+            "depth": min(int(depth), 3) if (depth := request.POST.get("depth", "0")).isdigit() else 0,
         }
         return render(request, "catalog/item_list.html#item-row", ctx)
     return action_done(request, item=item, task=None, message=message, ok=ok)

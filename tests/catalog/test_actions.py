@@ -225,11 +225,13 @@ def test_item_refresh_from_the_catalog_returns_the_row(operator_client, api, pro
     items, _tasks = add_items(2)
     api.get(re.compile(re.escape(f"{BASE}/tasks/catalog-item/item-00001")), status=503)
     response = operator_client.post(
-        reverse("catalog:item-refresh", args=[items[1].pk]), {"fragment": "item-row"}, headers=HTMX
+        reverse("catalog:item-refresh", args=[items[1].pk]),
+        {"fragment": "item-row", "depth": "2"},
+        headers=HTMX,
     )
     html = text(response)
     assert response.status_code == 200
-    assert html.lstrip().startswith(f'<tr id="item-row-{items[1].pk}"')
+    assert html.lstrip().startswith(f'<tr id="item-row-{items[1].pk}" class="item-row depth-2')
     assert "could not be reached" in html
 
 
