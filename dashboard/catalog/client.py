@@ -7,6 +7,9 @@ connections for every thread, and all clients share one `Throttle`, so a 429 slo
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from django.conf import settings
 
@@ -15,9 +18,25 @@ from dashboard.vionlabs import Throttle, VionlabsClient
 # A few tuples at most in production (one); tests point settings at a fresh sandbox now and then.
 _MAX_CLIENTS = 8
 
+# Calls made while a person waits on a page: one retry at most, and no sleeping through a long Retry-After
+# (the operator reads "try again in 30 s" instead). Workers and commands keep the full retry policy.
+INTERACTIVE_MAX_RETRIES = 1
+INTERACTIVE_MAX_RETRY_WAIT = 2.0
+
 _lock = threading.Lock()
-_clients: OrderedDict[tuple[str, str, float, int], VionlabsClient] = OrderedDict()
+_clients: OrderedDict[tuple[str, str, float, int, bool], VionlabsClient] = OrderedDict()
 _throttle = Throttle()
+_interactive: ContextVar[bool] = ContextVar("vionlabs_interactive", default=False)
+
+
+@contextmanager
+def interactive_calls() -> Iterator[None]:
+    """Within this block, get_client() returns a client that fails fast instead of waiting to retry."""
+    token = _interactive.set(True)
+    try:
+        yield
+    finally:
+        _interactive.reset(token)
 
 
 def get_client() -> VionlabsClient:
@@ -27,15 +46,21 @@ def get_client() -> VionlabsClient:
         str(settings.VIONLABS_API_KEY),
         float(settings.VIONLABS_TIMEOUT),
         int(settings.VIONLABS_MAX_RETRIES),
+        _interactive.get(),
     )
     with _lock:
         client = _clients.get(key)
         if client is not None:
             _clients.move_to_end(key)
             return client
-        url, api_key, timeout, retries = key
+        url, api_key, timeout, retries, interactive = key
         client = VionlabsClient(
-            base_url=url, api_key=api_key, timeout=timeout, max_retries=retries, throttle=_throttle
+            base_url=url,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=min(retries, INTERACTIVE_MAX_RETRIES) if interactive else retries,
+            max_retry_wait=INTERACTIVE_MAX_RETRY_WAIT if interactive else None,
+            throttle=_throttle,
         )
         _clients[key] = client
         evicted = []

@@ -27,3 +27,17 @@ class HtmxLoginRedirectMiddleware:
 
         login = redirect_to_login(request.htmx.current_url_abs_path or request.get_full_path())
         return HttpResponseClientRedirect(login["Location"])
+
+
+class InteractiveVionlabsMiddleware:
+    """Vionlabs calls made while answering a web request fail fast (see client.interactive_calls): a view
+    never sleeps through a long Retry-After while the operator stares at a spinner."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from .client import interactive_calls
+
+        with interactive_calls():
+            return self.get_response(request)

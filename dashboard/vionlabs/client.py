@@ -62,6 +62,8 @@ class ThrottleLike(Protocol):
 
     def pause(self, seconds: float) -> None: ...
 
+    def remaining(self) -> float: ...  # needed only by clients given max_retry_wait
+
 
 class _ShapeError(Exception):
     """The JSON parsed but is not the documented shape."""
@@ -368,6 +370,7 @@ class VionlabsClient:
         backoff: float = 0.5,
         backoff_cap: float = 30.0,
         retry_after_cap: float = 120.0,
+        max_retry_wait: float | None = None,
         pool_size: int = 16,
         throttle: ThrottleLike | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -386,6 +389,8 @@ class VionlabsClient:
         self._backoff = backoff
         self._backoff_cap = backoff_cap
         self._retry_after_cap = retry_after_cap
+        # A person waiting on a page would rather read "try again in 30 s" than watch a spinner for 30 s.
+        self._max_retry_wait = max_retry_wait
         self._throttle = throttle
         self._sleep = sleep
         self._has_key = bool(api_key)
@@ -476,6 +481,8 @@ class VionlabsClient:
         attempts = self._max_retries + 1
         for attempt in range(1, attempts + 1):
             if self._throttle is not None:
+                if self._max_retry_wait is not None:
+                    self._check_throttle(call)
                 self._throttle.wait()
             started = time.monotonic()
             outcome = self._attempt(call, url, body, query, parse)
@@ -490,7 +497,8 @@ class VionlabsClient:
                 delay = self._backoff_delay(attempt - 1)
             if rate_limited and delay is not None and self._throttle is not None:
                 self._throttle.pause(delay)  # slow every thread sharing the throttle, not just this one
-            if not retrying or delay is None:
+            too_long = self._max_retry_wait is not None and delay is not None and delay > self._max_retry_wait
+            if not retrying or delay is None or too_long:
                 log.info(
                     "%s %s -> %s in %.3f s (attempt %d, giving up)",
                     method, template, outcome.label, elapsed, attempt,
@@ -502,6 +510,13 @@ class VionlabsClient:
             )  # fmt: skip
             self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_throttle(self, call: "_Call") -> None:
+        """A fail-fast client does not queue behind a long shared pause: it says when to try again."""
+        left = self._throttle.remaining() if self._throttle is not None else 0.0
+        if self._max_retry_wait is not None and left > self._max_retry_wait:
+            message = f"Vionlabs asked us to slow down; try again in {max(1, math.ceil(left))} s."
+            raise VionlabsRateLimited(call.context(message), retry_after=left)
 
     def _backoff_delay(self, retry: int) -> float:
         """Capped exponential backoff with full jitter."""
