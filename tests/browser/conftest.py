@@ -115,11 +115,18 @@ def playwright_browser():
 
 
 @pytest.fixture
-def browser_settings(settings, use_sandbox, sandbox):
+def browser_settings(settings, use_sandbox, sandbox, monkeypatch):
     """Point the app at the sandbox, with short task phases and a 1 s poll so live updates show quickly."""
+    from dashboard.catalog import client
+    from dashboard.vionlabs import Throttle
+
     settings.DASHBOARD_POLL_INTERVAL = 1
     sandbox.configure(pending_seconds=1.5, processing_seconds=1.5)
-    return settings
+    # The process-wide throttle outlives reset_clients(): a 429 provoked by one test would still pause the next.
+    client.reset_clients()
+    monkeypatch.setattr(client, "_throttle", Throttle())
+    yield settings
+    client.reset_clients()
 
 
 @pytest.fixture
