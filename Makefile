@@ -32,6 +32,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
 
+# Benchmarks print numbers; they are not tests. Bigger runs: see the README.
+bench: $(STAMP)
+	$(PY) -m dashboard.sandbox.bench
+	$(PY) scripts/bench_catalog_page.py --items 100000
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
