@@ -85,7 +85,11 @@ def parse_route(raw_path: str) -> Route:
         return Route("unknown")
     if segments == ["catalog", "v1", "item"]:
         return Route("catalog")
-    if len(segments) == 2 and segments[0] == "_sandbox" and segments[1] in ("stats", "reset", "config"):
+    if (
+        len(segments) == 2
+        and segments[0] == "_sandbox"
+        and segments[1] in ("stats", "reset", "config", "tasks")
+    ):
         return Route("internal", name=segments[1])
     return Route("unknown")
 
@@ -415,9 +419,11 @@ class Sandbox:
         return Answer(200, self.state.catalog_put(item_id, item_type))
 
     def answer_internal(self, method: str, name: str, body: bytes) -> Answer:
-        """/_sandbox/stats, /_sandbox/reset and /_sandbox/config."""
+        """/_sandbox/stats, /_sandbox/reset, /_sandbox/config and /_sandbox/tasks."""
         if name == "stats":
             return self.stats_answer(method)
+        if name == "tasks":
+            return self.load_answer(method, body)
         if name == "reset":
             if method != "POST":
                 return _not_allowed(("POST",))
@@ -437,6 +443,61 @@ class Sandbox:
         except (TypeError, ValueError) as exc:
             return Answer(422, {"detail": [_field_error("value_error", ["body"], str(exc), data)]})
         return Answer(200, options.public())
+
+    def load_answer(self, method: str, body: bytes) -> Answer:
+        """POST /_sandbox/tasks {"tasks": [{"inventory_id", "product", "version", "status", "error"?,
+        "priority"?}]}: tasks that exist elsewhere already (the dashboard's, after a restart). All or nothing."""
+        if method != "POST":
+            return _not_allowed(("POST",))
+        data, error = _json_body(body)
+        if error is not None:
+            return Answer(422, {"detail": [error]})
+        rows = data.get("tasks") if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            return Answer(
+                422,
+                {
+                    "detail": [
+                        _field_error("list_type", ["body", "tasks"], "Input should be a valid list", rows)
+                    ]
+                },
+            )
+        errors, loads = [], []
+        for index, row in enumerate(rows):
+            where = ["body", "tasks", index]
+            if not isinstance(row, dict):
+                errors.append(_object_error(row))
+                continue
+            for field in ("inventory_id", "product", "version", "status"):
+                value = row.get(field)
+                if not isinstance(value, str) or not value.strip():
+                    errors.append(_field_error("string_type", [*where, field], "Field required", value))
+            if row.get("product") not in PRODUCTS:
+                errors.append(_enum_error([*where, "product"], row.get("product"), PRODUCTS))
+            priority = row.get("priority", "low")
+            if priority not in PRIORITIES:
+                errors.append(_enum_error([*where, "priority"], priority, PRIORITIES))
+            error_text = row.get("error")
+            if error_text is not None and not isinstance(error_text, str):
+                errors.append(
+                    _field_error("string_type", [*where, "error"], "Input should be a string", error_text)
+                )
+            loads.append(row)
+        if errors:
+            return Answer(422, {"detail": errors})
+        options = self._options
+        for row in loads:
+            task = self.state.load(
+                (row["inventory_id"], row["product"], row["version"]),
+                status=row["status"],
+                error=row.get("error"),
+                priority=row.get("priority", "low"),
+                pending_seconds=options.pending_seconds,
+                processing_seconds=options.processing_seconds,
+            )
+            if row["status"] in ("pending", "processing"):
+                self._webhooks.schedule(task)
+        return Answer(200, {"loaded": len(loads)})
 
     def stats_answer(self, method: str) -> Answer:
         if method != "GET":

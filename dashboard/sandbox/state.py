@@ -142,6 +142,9 @@ class Task:
     processing_seconds: float
     generation: int
     deactivated: bool = False
+    # A task loaded through /_sandbox/tasks keeps the status it was given (demo data with a history).
+    fixed_status: str | None = None
+    fixed_error: str | None = None
 
     @property
     def key(self) -> TaskKey:
@@ -158,6 +161,8 @@ class Task:
     def status(self, now: float) -> str:
         if self.deactivated:
             return "deactivated"
+        if self.fixed_status is not None:
+            return self.fixed_status
         elapsed = now - self.started_at
         if elapsed < self.pending_seconds:
             return "pending"
@@ -168,6 +173,8 @@ class Task:
     def error(self, now: float) -> str | None:
         if self.status(now) != "failed":
             return None
+        if self.fixed_error:
+            return self.fixed_error
         digest = zlib.crc32("\0".join(self.key).encode("utf-8"))
         return FAILURE_ERRORS[digest % len(FAILURE_ERRORS)].format(inventory_id=self.inventory_id)
 
@@ -249,7 +256,37 @@ class SandboxState:
                 task.processing_seconds = processing_seconds
                 task.generation = next(self._generations)
                 task.deactivated = False
+                task.fixed_status = task.fixed_error = None
             return task, True
+
+    def load(
+        self,
+        key: TaskKey,
+        *,
+        status: str,
+        error: str | None,
+        priority: str,
+        pending_seconds: float,
+        processing_seconds: float,
+    ) -> Task:
+        """Put a task in place as it is elsewhere: pending/processing ones go on from there with the durations
+        given; any other status is kept until the task is deactivated or started again."""
+        with self.lock:
+            now = self.clock()
+            started = now - pending_seconds if status == "processing" else now
+            task = Task(*key, priority, started, pending_seconds, processing_seconds, next(self._generations))
+            if status == "deactivated":
+                task.deactivated = True
+            elif status not in ("pending", "processing"):
+                task.fixed_status, task.fixed_error = status, error
+            if key not in self.tasks:
+                self.item_tasks.setdefault(key[0], []).append(task)
+            else:
+                tasks = self.item_tasks[key[0]]
+                tasks[tasks.index(self.tasks[key])] = task
+            self.tasks[key] = task
+            self.catalog.setdefault(key[0], catalog_entry(key[0]))
+            return task
 
     def deactivate(self, key: TaskKey) -> Task | None:
         with self.lock:

@@ -192,3 +192,27 @@ def test_demo_tasks_are_never_sent_to_an_api_that_is_not_the_sandbox(use_sandbox
     assert use_sandbox.stats()["requests"] == 0
     assert "the configured API is not the sandbox" in out
     assert ProductTask.objects.filter(status__in=TaskStatus.IN_FLIGHT).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_finished_demo_tasks_are_known_to_the_sandbox(use_sandbox):
+    seed("--items", "60")
+
+    for status in ("done", "failed", "deactivated"):
+        task = ProductTask.objects.filter(status=status, events__note="demo data").first()
+        refreshed = services.task_refresh(task=task)
+        assert (refreshed.status, refreshed.sync_error) == (status, "")
+    failed = ProductTask.objects.filter(status="failed").first()
+    assert services.task_refresh(task=failed).error == failed.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_restarted_sandbox_is_told_the_tasks_again(use_sandbox):
+    seed("--items", "60")
+    use_sandbox.reset()  # what a restart of `make run` does to the in-memory sandbox
+
+    out, err = seed("--if-empty")
+
+    assert "Sandbox told about the" in out, err
+    done = ProductTask.objects.filter(status="done").first()
+    assert services.task_refresh(task=done).sync_error == ""

@@ -3,8 +3,9 @@
 The catalog goes through the same importer as files (import_rows). Finished tasks (done, failed, deactivated)
 are written directly with one TaskEvent each (source import, note "demo data"). In-flight tasks are created for
 real through services.task_create when the configured API is the sandbox and answers, so they progress live
-in the dashboard; otherwise they are written directly too, and the command says so. Demo tasks are never sent
-to a real Vionlabs API. Running it again changes nothing that exists (items are upserted, tasks, settings,
+in the dashboard; otherwise they are written directly too, and the command says so. Against the sandbox, every
+task the dashboard knows is then loaded into it (POST /_sandbox/tasks), also on `--if-empty` runs, because the
+sandbox forgets everything when it restarts. Demo tasks are never sent to a real Vionlabs API. Running it again changes nothing that exists (items are upserted, tasks, settings,
 groups and users are only added when missing); the catalog is the same every time (a fixed random seed).
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import requests
 from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -244,11 +246,14 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["items"] < 10:
             raise CommandError("--items must be at least 10.")
+        reason = "--no-api" if options["no_api"] else self._api_unusable()
         if options["if_empty"] and (count := CatalogItem.objects.count()):
             self.stdout.write(
                 f"The catalog already has {count} items: no demo data loaded. The demo logins were printed when "
                 "it was first loaded; `manage.py changepassword admin` sets a new password."
             )
+            if not reason:
+                self._mirror_into_sandbox()
             return
         rng = random.Random(SEED)  # noqa: S311 - the same demo catalog every run, not a secret
         report = import_rows(demo_catalog(options["items"], rng))
@@ -263,7 +268,9 @@ class Command(BaseCommand):
         )
         final, in_flight = self._plan(items, rng)
         written = self._write_direct(final)
-        live, how = self._in_flight(in_flight, options["no_api"], users["operator"][0])
+        if not reason:
+            self._mirror_into_sandbox()
+        live, how = self._in_flight(in_flight, reason, users["operator"][0])
         self._print_summary(written, live, how, users)
 
     # --- settings and logins -------------------------------------------------------------------------------
@@ -432,14 +439,14 @@ class Command(BaseCommand):
         return tasks
 
     def _in_flight(
-        self, planned: list[_Planned], no_api: bool, operator: Any
+        self, planned: list[_Planned], reason: str, operator: Any
     ) -> tuple[list[ProductTask], str]:
-        """Create in-flight tasks through the service against the sandbox; else write them directly."""
+        """Create in-flight tasks through the service against the sandbox (`reason` says why not, if not);
+        else write them directly."""
         existing = set(ProductTask.objects.values_list("item_id", "product", "version"))
         planned = [p for p in planned if (p.item.pk, p.product, p.version) not in existing]
         if not planned:
             return [], "(all there already)"
-        reason = "--no-api" if no_api else self._api_unusable()
         if reason:
             tasks = self._write_direct(
                 [
@@ -483,6 +490,43 @@ class Command(BaseCommand):
         finally:
             client.close()
         return ""
+
+    def _mirror_into_sandbox(self) -> None:
+        """Tell the sandbox about every task the dashboard knows, as the dashboard last saw it.
+
+        The sandbox keeps its tasks in memory: without this, a restarted `make run` (or finished demo tasks
+        written straight to the database) would get 404 for every task on the first refresh."""
+        rows = [
+            {
+                "inventory_id": inventory_id,
+                "product": product,
+                "version": version,
+                "status": status,
+                "error": error or None,
+                "priority": priority,
+            }
+            for inventory_id, product, version, status, error, priority in ProductTask.objects.exclude(
+                status=""
+            ).values_list("item__inventory_id", "product", "version", "status", "error", "priority")
+        ]
+        url = f"{str(settings.VIONLABS_API_URL).rstrip('/')}/_sandbox/tasks"
+        for start in range(0, len(rows), 1000):
+            try:
+                answer = requests.post(
+                    url,
+                    params={"key": settings.VIONLABS_API_KEY},
+                    json={"tasks": rows[start : start + 1000]},
+                    timeout=10,
+                )
+            except requests.RequestException:
+                answer = None
+            if answer is None or answer.status_code != 200:
+                code = "no answer" if answer is None else f"HTTP {answer.status_code}"
+                self.stderr.write(
+                    f"The sandbox did not take the dashboard's tasks ({code}); refreshes may 404."
+                )
+                return
+        self.stdout.write(f"Sandbox told about the {len(rows)} tasks this dashboard knows.")
 
     # --- output -------------------------------------------------------------------------------------------
 
