@@ -67,6 +67,10 @@ class TaskStatus(models.TextChoices):
 # Sets of plain strings: `"pending" in TaskStatus.IN_FLIGHT` holds, and so does `TaskStatus.PENDING in ...`.
 TaskStatus.IN_FLIGHT = frozenset(IN_FLIGHT_STATUSES)
 TaskStatus.FINAL = frozenset(FINAL_STATUSES)
+# The dashboard's rules on top: a create would duplicate an ACTIVE task (the skip rule of bulk operations);
+# a RETRYABLE one is started again by a new POST.
+TaskStatus.ACTIVE = TaskStatus.IN_FLIGHT | {Status.DONE.value}
+TaskStatus.RETRYABLE = frozenset({Status.FAILED.value, Status.DEACTIVATED.value})
 
 
 class ItemKind(models.TextChoices):

@@ -46,9 +46,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Statuses for which a create would be a duplicate: such items are skipped.
-ACTIVE_STATUSES = frozenset(TaskStatus.IN_FLIGHT) | {TaskStatus.DONE.value}
-RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED.value, TaskStatus.DEACTIVATED.value})
 NO_TASK = ""
 REASON_MAX = 2000
 #: Cancel is read from the database at most this often per run (shared by the threads).
@@ -97,9 +94,9 @@ def _validate(*, kind: str, product: str, version: str, priority: str) -> None:
 
 def _would_skip(kind: str, status: str) -> bool:
     if kind == OperationKind.CREATE:
-        return status in ACTIVE_STATUSES
+        return status in TaskStatus.ACTIVE
     if kind == OperationKind.RETRY:
-        return status not in RETRYABLE_STATUSES
+        return status not in TaskStatus.RETRYABLE
     if kind == OperationKind.DEACTIVATE:
         return status in {NO_TASK, TaskStatus.DEACTIVATED}
     return status == NO_TASK  # refresh: nothing to read
@@ -375,7 +372,7 @@ def _act(op: Operation, item_id: int) -> tuple[str, str]:
     status = task.status if task else NO_TASK
     common: dict[str, Any] = {"actor": op.created_by, "source": EventSource.BULK, "operation": op}
     if op.kind == OperationKind.CREATE:
-        if status in ACTIVE_STATUSES:
+        if status in TaskStatus.ACTIVE:
             return OperationItemState.SKIPPED, f"Already {status} for {product} {version}."
         item = CatalogItem.objects.get(pk=item_id)
         services.task_create(
@@ -392,7 +389,7 @@ def _act(op: Operation, item_id: int) -> tuple[str, str]:
             return OperationItemState.SKIPPED, "Already deactivated."
         services.task_deactivate(task=task, note=op.reason, **common)
     elif op.kind == OperationKind.RETRY:
-        if status not in RETRYABLE_STATUSES:
+        if status not in TaskStatus.RETRYABLE:
             return OperationItemState.SKIPPED, f"Not failed or deactivated (it is {status or 'unanswered'})."
         services.task_retry(task=task, note=op.reason, **common)
     return OperationItemState.DONE, ""

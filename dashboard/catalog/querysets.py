@@ -30,7 +30,9 @@ class ProductTaskQuerySet(models.QuerySet):
 
     def active(self):
         """Tasks that exist at Vionlabs and are not over: a new create for them would be a duplicate."""
-        return self.filter(status__in=IN_FLIGHT_STATUSES | {Status.DONE})
+        from .models import TaskStatus  # models imports this module
+
+        return self.filter(status__in=TaskStatus.ACTIVE)
 
     def stale(self, *, after: dt.timedelta):
         """Not successfully checked for longer than `after` (or never)."""

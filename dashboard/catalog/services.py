@@ -58,10 +58,6 @@ ABANDONED_AFTER = dt.timedelta(minutes=5)
 UPSTREAM_NAME = "vionlabs"
 #: How stale `UpstreamHealth.last_success_at` may get while Vionlabs keeps answering.
 SUCCESS_WRITE_INTERVAL = dt.timedelta(seconds=1)
-#: Statuses a create would duplicate (the skip rule bulk operations rely on).
-ACTIVE_STATUSES = frozenset(TaskStatus.IN_FLIGHT) | {TaskStatus.DONE.value}
-#: Statuses a retry starts again from.
-RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED.value, TaskStatus.DEACTIVATED.value})
 
 
 class ActionRefused(Exception):
@@ -355,7 +351,7 @@ def task_create(
         task.item = item
         if _marker_blocks(task, now):
             raise ActionInProgress(_in_progress_message(task))
-        if task.status in ACTIVE_STATUSES:
+        if task.status in TaskStatus.ACTIVE:
             raise TaskAlreadyActive(
                 f"{product} {version} for {item.inventory_id} is already {task.status} at Vionlabs; "
                 "it was not created again."
@@ -381,7 +377,7 @@ def task_retry(
         task = ProductTask.objects.select_for_update().select_related("item").get(pk=task.pk)
         if _marker_blocks(task, now):
             raise ActionInProgress(_in_progress_message(task))
-        if task.status not in RETRYABLE_STATUSES:
+        if task.status not in TaskStatus.RETRYABLE:
             raise ActionRefused(
                 f"Only a failed or deactivated task can be retried; {task.product} {task.version} for "
                 f"{task.item.inventory_id} is {task.status or 'not yet known to Vionlabs'}."
@@ -462,7 +458,7 @@ def _reconcile_create(
         raise
     answer = _answer_from_state(state)
     record_upstream_success()
-    if answer.status in RETRYABLE_STATUSES:
+    if answer.status in TaskStatus.RETRYABLE:
         # Found, but failed or deactivated: most likely the old task, the POST having never landed (or it failed
         # at once). Either way nothing is running, and the operator should try again.
         message = (
