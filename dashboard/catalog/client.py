@@ -73,9 +73,12 @@ def get_client() -> VionlabsClient:
 
 
 def reset_clients() -> None:
-    """Close and forget every cached client (tests, and after a settings change in a long-lived process)."""
+    """Close and forget every cached client and the shared pause (tests, and after a settings change in a
+    long-lived process)."""
+    global _throttle
     with _lock:
         clients = list(_clients.values())
         _clients.clear()
+        _throttle = Throttle()
     for client in clients:
         client.close()

@@ -6,6 +6,7 @@ with a 200, because htmx 2 does not swap 4xx/5xx bodies.
 """
 
 import datetime as dt
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -108,11 +109,16 @@ def redact(text: str) -> str:
     return text.replace(key, "[redacted]") if key else text
 
 
+# The client ends its messages with the call it made ("[GET /tasks/… , inventory_id 'x']"): useful in logs,
+# noise on a page where the row already says which task it is.
+_CALL_CONTEXT = re.compile(r"\s*\[(?:GET|POST|PUT|DELETE) /[^\]]*\]\s*$")
+
+
 def describe_error(exc: Exception) -> str:
     """An upstream error or a refusal in words an operator can act on. Never the key, never a traceback."""
     if isinstance(exc, ActionRefused):
         return redact(str(exc))
-    detail = redact(str(exc))
+    detail = redact(_CALL_CONTEXT.sub("", str(exc)))
     if isinstance(exc, VionlabsRejected):
         fields = "; ".join(f"{d.loc}: {d.msg}" if d.loc else d.msg for d in exc.details)
         return f"Vionlabs rejected the request: {redact(fields) or detail}"
@@ -128,11 +134,10 @@ def describe_error(exc: Exception) -> str:
     if isinstance(exc, VionlabsNotFound):
         return f"Vionlabs does not know this item or task (404). {detail}"
     if isinstance(exc, VionlabsUnavailable):
-        text = f"Vionlabs could not be reached: {detail}"
-        if exc.outcome_unknown:
-            text += " The request may have arrived: refresh the task to see its state before trying again."
-        return text
-    return f"Vionlabs gave an answer we could not use: {detail}"
+        # The client's own words already say what happened, what to do, and whether the change may have
+        # reached Vionlabs.
+        return f"Vionlabs could not be reached. {detail}"
+    return f"Vionlabs gave an answer we could not use. {detail}"
 
 
 @dataclass

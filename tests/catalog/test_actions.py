@@ -270,3 +270,22 @@ def test_an_action_response_costs_the_same_queries_however_many_tasks_the_item_h
     # Not pinned to a number: part of the cost is the service's, which is not this page's to fix.
     refresh_queries(operator_client, api, 0)  # first contact: the service creates the UpstreamHealth row
     assert refresh_queries(operator_client, api, 2) == refresh_queries(operator_client, api, 25)
+
+
+def test_a_create_that_may_have_arrived_says_so_once_without_the_call_details(
+    operator_client, api, items_and_tasks
+):
+    items, _ = items_and_tasks
+    api.post(task_url("item-00000", "markers", "2"), status=503)
+    api.get(task_url("item-00000", "markers", "2"), status=503)
+    response = operator_client.post(
+        reverse("catalog:task-create", args=[items[0].pk]),
+        {"product": "markers", "version": "2", "priority": "low"},
+        headers=HTMX,
+    )
+    assert response.status_code == 200
+    html = text(response)
+    assert "could not be reached" in html
+    assert html.count("before acting again") + html.count("before trying again") <= 1
+    assert "[POST /tasks" not in html
+    assert "[GET /tasks" not in html

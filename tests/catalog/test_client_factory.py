@@ -68,3 +68,14 @@ def test_web_requests_are_interactive(api):
     assert seen[0] is not get_client()
     with interactive_calls():
         assert seen[0] is get_client()
+
+
+def test_reset_forgets_a_pause_left_by_an_earlier_429(api):
+    api.get(TASK, status=429, headers={"Retry-After": "60"})
+    with interactive_calls(), pytest.raises(VionlabsRateLimited):
+        get_client().get_task("tt1", "adbreaks", "1")
+    assert client_module._throttle.remaining() > 50
+
+    reset_clients()
+
+    assert client_module._throttle.remaining() == 0
