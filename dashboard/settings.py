@@ -185,6 +185,9 @@ SYNC_MAX_INTERVAL = env.float("SYNC_MAX_INTERVAL", default=900.0)
 SYNC_LEASE_SECONDS = env.float("SYNC_LEASE_SECONDS", default=600.0)
 SYNC_BREAKER_THRESHOLD = env.int("SYNC_BREAKER_THRESHOLD", default=5)
 SYNC_BREAKER_PAUSE = env.float("SYNC_BREAKER_PAUSE", default=60.0)
+# A running bulk operation with no item finished for this long lost its worker: the scheduler resumes it.
+# Keep it well above the longest wait one item can take (timeouts, retries, Retry-After).
+OPERATION_STALE_AFTER = env.float("OPERATION_STALE_AFTER", default=600.0)
 IMPORT_MAX_UPLOAD_BYTES = env.int("IMPORT_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
 
 # --- Logging --------------------------------------------------------------------------------------------

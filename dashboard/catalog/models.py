@@ -290,6 +290,9 @@ class Operation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Moved by the runner as items finish: a running operation whose heartbeat stops lost its worker
+    # (a restart, a crash) and is resumed by the scheduler (operations.operation_resume_stale).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     reason = models.TextField()
     # product, version, priority, the filter it was built from, the operation it retries.
     params = models.JSONField(default=dict, blank=True)

@@ -12,6 +12,7 @@ a 429 pauses every thread, and the item is tried again rather than counted as fa
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Count, F, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 from dashboard.vionlabs.errors import VionlabsError, VionlabsRateLimited
@@ -296,7 +297,8 @@ def operation_run(*, operation_id: int, sleep: Callable[[float], None] = time.sl
             return op
         op.state = OperationState.RUNNING
         op.started_at = op.started_at or timezone.now()
-        op.save(update_fields=["state", "started_at"])
+        op.heartbeat_at = timezone.now()
+        op.save(update_fields=["state", "started_at", "heartbeat_at"])
     # Read once here: the threads share it (events name its creator) instead of each querying the user.
     op = Operation.objects.select_related("created_by").get(pk=op.pk)
     pending = list(
@@ -318,6 +320,31 @@ def operation_run(*, operation_id: int, sleep: Callable[[float], None] = time.sl
     for worker in workers:
         worker.join()
     return _finish(op, run, errors)
+
+
+def operation_resume_stale(*, stale_after: dt.timedelta | None = None) -> list[int]:
+    """Queue the job again for running (or cancelling) operations whose worker went away: no item finished
+    for `stale_after`. The run only takes pending items, so nothing is counted or sent twice. Returns ids."""
+    from .tasks import enqueue_on_commit, run_operation
+
+    if stale_after is None:
+        stale_after = dt.timedelta(seconds=settings.OPERATION_STALE_AFTER)
+    now = timezone.now()
+    cutoff = now - stale_after
+    with transaction.atomic():
+        stale = list(
+            Operation.objects.select_for_update(skip_locked=True)
+            .filter(state__in=[OperationState.RUNNING, OperationState.CANCELLING])
+            .filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff))
+            .order_by("pk")
+        )
+        for op in stale:
+            # Moving the heartbeat is the claim: another scheduler, or the next cycle, leaves it alone.
+            op.heartbeat_at = now
+            op.save(update_fields=["heartbeat_at"])
+            logger.warning("Operation %s had no progress for %s: resuming it", op.pk, stale_after)
+            enqueue_on_commit(run_operation, op.pk)
+    return [op.pk for op in stale]
 
 
 def _worker(run: _Run, errors: list[BaseException], sleep: Callable[[float], None]) -> None:
@@ -410,7 +437,9 @@ def _record(op: Operation, operation_item_id: int, state: str, error: str) -> No
         )
         if moved:
             counter = _COUNTER[state]
-            Operation.objects.filter(pk=op.pk).update(**{counter: F(counter) + 1})
+            Operation.objects.filter(pk=op.pk).update(
+                **{counter: F(counter) + 1}, heartbeat_at=timezone.now()
+            )
 
 
 def _finish(op: Operation, run: _Run, errors: list[BaseException]) -> Operation:

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connection
 
-from dashboard.catalog import sync
+from dashboard.catalog import operations, sync
 
 
 class Command(BaseCommand):
@@ -47,6 +47,10 @@ class Command(BaseCommand):
                     close_old_connections()
                 report = sync.run_cycle(inline=inline, batch_size=batch_size)
                 self._report(report, inline=inline)
+                # The scheduler is the one process that always runs: it also rescues bulk operations whose
+                # worker went away (a restart mid-run), which django-tasks-db would leave running forever.
+                for operation_id in operations.operation_resume_stale():
+                    self.stdout.write(f"Operation {operation_id} had stopped making progress: resumed.")
                 if every is None:
                     return
                 time.sleep(max(0.0, every - (time.monotonic() - started)))
