@@ -193,6 +193,10 @@ def _apply(task: ProductTask, answer: _Answer, observed_at: dt.datetime) -> bool
     if answer.status != task.status:
         task.status = answer.status
         task.status_changed_at = timezone.now()
+        if answer.links is None:
+            # The item-level list carries no _links, and the stored ones described the old status (a done
+            # task offering "deactivate" but no results): drop them until a task-level answer brings new ones.
+            task.links = []
     task.error = answer.error
     if answer.links is not None:
         task.links = answer.links

@@ -655,3 +655,21 @@ def test_a_healthy_upstream_is_not_rewritten_on_every_success(db):
     services.record_upstream_success()
     assert health().failing_since is None
     assert health().last_success_at > first
+
+
+def test_item_refresh_drops_links_that_described_the_old_status(mocked, item):
+    changed = make_task(item, product="adbreaks", version="1.0.1", status="pending")
+    same = make_task(item, product="markers", version="2", status="processing")
+    old_links = [{"name": "deactivate", "method": "DELETE", "href": "https://v.test/tasks/x"}]
+    ProductTask.objects.filter(pk__in=[changed.pk, same.pk]).update(links=old_links)
+    mocked.get(
+        item_url(),
+        json=item_tasks(("adbreaks", "1.0.1", "done", None), ("markers", "2", "processing", None)),
+    )
+
+    services.item_refresh(item=item)
+
+    changed.refresh_from_db()
+    same.refresh_from_db()
+    assert (changed.status, changed.links) == ("done", [])
+    assert same.links == old_links
