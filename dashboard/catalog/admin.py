@@ -28,11 +28,11 @@ from .models import (
     UpstreamHealth,
     WebhookDelivery,
 )
+from .permissions import OPERATE_PERMISSION
 
 #: Admin actions call Vionlabs once per row inside the web request; more than this belongs in a bulk
 #: operation (a background job with progress), not in one request that may time out half way.
 ADMIN_ACTION_LIMIT = 50
-OPERATE_PERMISSION = "catalog.operate_tasks"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

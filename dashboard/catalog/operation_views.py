@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_not_required, permission_required
+from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import IntegrityError, transaction
@@ -46,14 +46,11 @@ from .models import (
     ProductSetting,
     WebhookDelivery,
 )
+from .permissions import OPERATE_PERMISSION, operator_required, viewer_required
 from .tasks import enqueue_on_commit, refresh_item
 
 logger = logging.getLogger(__name__)
 
-VIEW_PERMISSION = "catalog.view_producttask"
-OPERATE_PERMISSION = "catalog.operate_tasks"
-viewer_required = permission_required(VIEW_PERMISSION, raise_exception=True)
-operator_required = permission_required(OPERATE_PERMISSION, raise_exception=True)
 
 LIST_PAGE_SIZE = 50
 FAILURES_SHOWN = 200

@@ -14,7 +14,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import permission_required
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -50,15 +49,10 @@ from .models import (
     TaskStatus,
     UpstreamHealth,
 )
+from .permissions import OPERATE_PERMISSION, operator_required, viewer_required
 from .services import ActionRefused
 from .stuck import compute_thresholds, stuck_filter, stuck_tasks, with_inflight_since
 from .templatetags.catalog_ui import NOT_REQUESTED
-
-VIEW_PERMISSIONS = ("catalog.view_catalogitem", "catalog.view_producttask")
-OPERATE_PERMISSION = "catalog.operate_tasks"
-
-viewer_required = permission_required(VIEW_PERMISSIONS, raise_exception=True)
-operator_required = permission_required(OPERATE_PERMISSION, raise_exception=True)
 
 #: Above this many matches a list says "10,000+" instead of counting a million rows on every page view.
 COUNT_LIMIT = 10_000

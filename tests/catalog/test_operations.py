@@ -239,7 +239,9 @@ def test_retry_the_failures_makes_a_new_operation_of_the_failed_items(use_sandbo
 def operator(db):
     user = User.objects.create_user("olga", password="pw")
     user.user_permissions.add(
-        Permission.objects.get(codename="operate_tasks"), Permission.objects.get(codename="view_producttask")
+        Permission.objects.get(codename="operate_tasks"),
+        Permission.objects.get(codename="view_producttask"),
+        Permission.objects.get(codename="view_catalogitem"),
     )
     return user
 
@@ -247,7 +249,10 @@ def operator(db):
 @pytest.fixture
 def viewer(db):
     user = User.objects.create_user("vic", password="pw")
-    user.user_permissions.add(Permission.objects.get(codename="view_producttask"))
+    user.user_permissions.add(
+        Permission.objects.get(codename="view_producttask"),
+        Permission.objects.get(codename="view_catalogitem"),
+    )
     return user
 
 
