@@ -136,6 +136,8 @@ SECURE_CSP = {
     "frame-ancestors": [CSP.NONE],
     "form-action": [CSP.SELF],
 }
+# Error pages and e-mails blank any traceback variable holding the Vionlabs key (URLs inside `requests`).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "dashboard.error_reports.KeyRedactingExceptionReporterFilter"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
