@@ -13,6 +13,7 @@ goes to `sync_error` and `UpstreamHealth`, and the client's error is re-raised f
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -393,20 +394,46 @@ def task_retry(
 def _send_create(
     task: ProductTask, *, action: str, priority: str, started_at: dt.datetime, who: _Who
 ) -> ProductTask:
-    client = get_client()
+    return _send_mutation(
+        task,
+        action=action,
+        started_at=started_at,
+        who=who,
+        priority=priority,
+        send=lambda: get_client().create_task(
+            task.item.inventory_id, task.product, task.version, priority=priority
+        ),
+        reconcile=lambda error: _reconcile_create(
+            task, action=action, priority=priority, started_at=started_at, who=who, error=error
+        ),
+    )
+
+
+def _send_mutation(
+    task: ProductTask,
+    *,
+    action: str,
+    started_at: dt.datetime,
+    who: _Who,
+    send: Callable[[], TaskState],
+    reconcile: Callable[[VionlabsUnavailable], ProductTask],
+    priority: str | None = None,
+    not_found_note: str = "",
+) -> ProductTask:
+    """Send a marked create or deactivate (outside any transaction) and record what came of it: the answer,
+    a reconciling read when the outcome is unknown, or the failure (then raised)."""
     observed_at = timezone.now()
     try:
         ensure_no_transaction()
-        state = client.create_task(task.item.inventory_id, task.product, task.version, priority=priority)
+        state = send()
     except VionlabsUnavailable as error:
         if error.outcome_unknown:
-            return _reconcile_create(
-                task, action=action, priority=priority, started_at=started_at, who=who, error=error
-            )
+            return reconcile(error)
         _record_failure(task, action=action, started_at=started_at, error=error, who=who)
         raise
     except VionlabsError as error:
-        _record_failure(task, action=action, started_at=started_at, error=error, who=who)
+        note = not_found_note if isinstance(error, VionlabsNotFound) else ""
+        _record_failure(task, action=action, started_at=started_at, error=error, who=who, sync_error=note)
         raise
     except BaseException:
         _release(task, started_at=started_at)
@@ -516,40 +543,18 @@ def task_deactivate(
                 f"{task.product} {task.version} for {task.item.inventory_id} is already deactivated."
             )
         _mark(task, EventAction.DEACTIVATE, now)
-    client = get_client()
-    action = EventAction.DEACTIVATE
-    observed_at = timezone.now()
-    try:
-        ensure_no_transaction()
-        state = client.deactivate_task(task.item.inventory_id, task.product, task.version)
-    except VionlabsNotFound as error:
-        message = (
-            f"Vionlabs has no task {task.product} {task.version} for {task.item.inventory_id}, so nothing was "
-            "deactivated; the status shown here is the last one Vionlabs gave."
-        )
-        _record_failure(task, action=action, started_at=now, error=error, who=who, sync_error=message)
-        raise
-    except VionlabsUnavailable as error:
-        if error.outcome_unknown:
-            return _reconcile_deactivate(task, started_at=now, who=who, error=error)
-        _record_failure(task, action=action, started_at=now, error=error, who=who)
-        raise
-    except VionlabsError as error:
-        _record_failure(task, action=action, started_at=now, error=error, who=who)
-        raise
-    except BaseException:
-        _release(task, started_at=now)
-        raise
-    task = _record_answer(
+    return _send_mutation(
         task,
-        answer=_answer_from_state(state),
-        observed_at=observed_at,
-        action=action,
+        action=EventAction.DEACTIVATE,
         started_at=now,
         who=who,
+        send=lambda: get_client().deactivate_task(task.item.inventory_id, task.product, task.version),
+        reconcile=lambda error: _reconcile_deactivate(task, started_at=now, who=who, error=error),
+        not_found_note=(
+            f"Vionlabs has no task {task.product} {task.version} for {task.item.inventory_id}, so nothing was "
+            "deactivated; the status shown here is the last one Vionlabs gave."
+        ),
     )
-    _record_health(None)
-    return task
 
 
 def _reconcile_deactivate(
