@@ -505,3 +505,13 @@ def test_task_list_marks_stuck_tasks(viewer_client, products):
     html = text(viewer_client.get(reverse("catalog:task-list")))
     row = re.search(rf'<tr id="task-{tasks[1].pk}".*?</tr>', html, re.S).group(0)
     assert "stuck" in row
+
+
+def test_an_invalid_task_filter_is_explained_not_a_500(viewer_client, products):
+    add_items(2)
+    response = viewer_client.get(reverse("catalog:task-list"), {"priority": "urgent", "age": "forever"})
+    assert response.status_code == 200
+    html = text(response)
+    assert "This filter cannot be applied" in html
+    assert "priority:" in html
+    assert "__all__" not in html
