@@ -16,6 +16,7 @@ from django.utils.text import Truncator
 from dashboard.vionlabs.errors import VionlabsError
 
 from . import services
+from .forms import ProductSettingForm
 from .models import (
     CatalogItem,
     EventSource,
@@ -365,10 +366,18 @@ class TaskEventAdmin(ReadOnlyAdmin):
 
 @admin.register(ProductSetting)
 class ProductSettingAdmin(admin.ModelAdmin):
-    list_display = ["product", "enabled", "position", "default_version", "default_priority", "stuck_after"]
+    form = ProductSettingForm
+    list_display = [
+        "product", "enabled", "position", "default_version", "default_priority", "applies_to_display",
+        "stuck_after",
+    ]  # fmt: skip
     list_editable = ["enabled", "position", "default_version", "default_priority"]
     list_display_links = ["product"]
     ordering = ["position", "product"]
+
+    @admin.display(description="applies to")
+    def applies_to_display(self, setting: ProductSetting) -> str:
+        return ", ".join(setting.applies_to)
 
 
 @admin.register(Operation)

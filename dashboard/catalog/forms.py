@@ -223,3 +223,28 @@ class TaskCreateForm(forms.Form):
             self.initial.setdefault("product", chosen.product)
             self.initial.setdefault("version", chosen.default_version)
             self.initial.setdefault("priority", chosen.default_priority)
+
+
+class ProductSettingForm(forms.ModelForm):
+    """The admin's form for a product: which kinds of item it applies to, as checkboxes."""
+
+    applies_to = forms.MultipleChoiceField(
+        choices=ItemKind.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=(
+            "Kinds of item this product is requested for. Standalone items and episodes carry video; "
+            "choose series or seasons only when Vionlabs processes this product at that level. A bulk "
+            "operation on a series or season the product does not apply to covers its episodes instead."
+        ),
+    )
+
+    class Meta:
+        model = ProductSetting
+        fields = [
+            "product", "enabled", "default_version", "default_priority", "position", "stuck_after", "applies_to",
+        ]  # fmt: skip
+
+    def clean_applies_to(self) -> list[str]:
+        chosen = set(self.cleaned_data["applies_to"])
+        # Kept in ItemKind's order, so the stored list reads the same whatever order the boxes were ticked.
+        return [kind for kind in ItemKind.values if kind in chosen]

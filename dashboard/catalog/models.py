@@ -82,6 +82,27 @@ class ItemKind(models.TextChoices):
     EPISODE = "episode", "Episode"
 
 
+#: Kinds that hold other items (a series holds seasons, a season holds episodes).
+ItemKind.CONTAINERS = (ItemKind.SERIES.value, ItemKind.SEASON.value)
+#: What a product applies to unless the admin says otherwise: the items that carry video of their own.
+DEFAULT_APPLIES_TO = (ItemKind.STANDALONE.value, ItemKind.EPISODE.value)
+
+
+def default_applies_to() -> list[str]:
+    return list(DEFAULT_APPLIES_TO)
+
+
+def validate_applies_to(value: object) -> None:
+    """A non-empty list of item kinds, each named once."""
+    if not isinstance(value, list) or not value:
+        raise ValidationError("Choose at least one kind of item the product applies to.")
+    unknown = [kind for kind in value if kind not in ItemKind.values]
+    if unknown:
+        raise ValidationError(f"Unknown item kinds: {', '.join(map(str, unknown))}.")
+    if len(set(value)) != len(value):
+        raise ValidationError("Name each kind of item once.")
+
+
 class CatalogItem(models.Model):
     inventory_id = models.CharField(
         max_length=255,
@@ -253,6 +274,14 @@ class ProductSetting(models.Model):
     # In flight for longer than this counts as stuck. Empty: derived from past durations (95th percentile),
     # or the site-wide default while there is too little history.
     stuck_after = models.DurationField(null=True, blank=True)
+    # Which kinds of item the product is requested for. Vionlabs addresses "a movie or series item", and
+    # some results answer at series level, so whether series or seasons get their own task is the
+    # organisation's choice per product. Default: standalone items and episodes (the ones with video).
+    applies_to = models.JSONField(
+        default=default_applies_to,
+        validators=[validate_applies_to],
+        help_text="Kinds of item this product is requested for: standalone, episode, season, series.",
+    )
 
     class Meta:
         ordering = ["position", "product"]
@@ -261,6 +290,15 @@ class ProductSetting(models.Model):
         return self.get_product_display()
 
     DEFAULT_STUCK_AFTER = dt.timedelta(hours=6)
+
+    def applies(self, kind: str) -> bool:
+        """Whether this product is requested for items of `kind`."""
+        return kind in self.applies_to
+
+    @property
+    def container_kinds_covered_by_episodes(self) -> tuple[str, ...]:
+        """Container kinds the product does not apply to: a bulk operation covers their episodes instead."""
+        return tuple(kind for kind in ItemKind.CONTAINERS if kind not in self.applies_to)
 
 
 class OperationKind(models.TextChoices):

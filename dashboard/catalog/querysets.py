@@ -17,6 +17,22 @@ class CatalogItemQuerySet(models.QuerySet):
             return self
         return self.filter(Q(inventory_id__icontains=text) | Q(title__icontains=text))
 
+    def applicable_to(self, setting):
+        """Items of the kinds the product (a ProductSetting) is requested for."""
+        return self.filter(kind__in=list(setting.applies_to))
+
+    def covered_for(self, setting):
+        """What an action on these items for the product (a ProductSetting) reaches: the items it applies to,
+        plus the descendants it applies to of the containers it does not apply to (a series of a product
+        for episodes only stands for its episodes). The one rule bulk operations and admin actions share."""
+        applies = list(setting.applies_to)
+        expand = list(setting.container_kinds_covered_by_episodes)
+        wanted = Q(pk__in=self.values("pk"))
+        if expand:
+            containers = self.filter(kind__in=expand).values("pk")
+            wanted |= Q(parent__in=containers) | Q(parent__parent__in=containers)
+        return self.model.objects.filter(kind__in=applies).filter(wanted)
+
 
 class ProductTaskQuerySet(models.QuerySet):
     def in_flight(self):
