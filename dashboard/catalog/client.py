@@ -72,6 +72,11 @@ def get_client() -> VionlabsClient:
     return client
 
 
+def throttle_remaining() -> float:
+    """Seconds left in the process-wide pause that a 429 set (0 when there is none)."""
+    return _throttle.remaining()
+
+
 def reset_clients() -> None:
     """Close and forget every cached client and the shared pause (tests, and after a settings change in a
     long-lived process)."""

@@ -310,6 +310,7 @@ class OperationKind(models.TextChoices):
 
 class OperationState(models.TextChoices):
     QUEUED = "queued", "Queued"
+    FREEZING = "freezing", "Freezing the set"
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     CANCELLING = "cancelling", "Cancelling"
@@ -328,9 +329,13 @@ class Operation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # Moved by the runner as items finish: a running operation whose heartbeat stops lost its worker
-    # (a restart, a crash) and is resumed by the scheduler (operations.operation_resume_stale).
+    # Moved while the set is frozen and whenever a runner renews its chunk's lease (also while it waits on a
+    # 429): an active operation whose heartbeat stops lost its workers (a restart, a crash) and is resumed by
+    # the scheduler (operations.operation_resume_stale).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The one-time token of the preview that confirmed it: a second confirmation of the same preview (a double
+    # submit, a reload) finds this operation instead of starting another.
+    token = models.CharField(max_length=64, unique=True, null=True, blank=True)
     reason = models.TextField()
     # product, version, priority, the filter it was built from, the operation it retries.
     params = models.JSONField(default=dict, blank=True)
@@ -354,7 +359,12 @@ class Operation(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.state in {OperationState.QUEUED, OperationState.RUNNING, OperationState.CANCELLING}
+        return self.state in OperationState.ACTIVE
+
+
+OperationState.ACTIVE = frozenset(
+    {OperationState.QUEUED, OperationState.FREEZING, OperationState.RUNNING, OperationState.CANCELLING}
+)
 
 
 class OperationItemState(models.TextChoices):
@@ -383,6 +393,65 @@ class OperationItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operation} · {self.item_id} · {self.state}"
+
+
+class ChunkState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    FINISHED = "finished", "Finished"
+
+
+class OperationChunk(models.Model):
+    """A slice of an operation's frozen set (its items with `first_item_id <= item_id <= last_item_id`) that
+    one runner at a time owns: claimed with SKIP LOCKED by any worker process, held by a lease the runner
+    renews; a lease that runs out (its worker died) lets another runner take the chunk over. The counters are
+    what the chunk's rows said when last counted: the operation's counters move by the difference."""
+
+    operation = models.ForeignKey(Operation, on_delete=models.CASCADE, related_name="chunks")
+    first_item_id = models.BigIntegerField()
+    last_item_id = models.BigIntegerField()
+    size = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=ChunkState, default=ChunkState.PENDING)
+    owner = models.CharField(max_length=64, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    done = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["operation", "state"], name="operation_chunk_state_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.operation} · items {self.first_item_id}-{self.last_item_id} · {self.state}"
+
+
+class Selection(models.Model):
+    """Items chosen one by one (catalog checkboxes, the admin's selection, "select all" included), kept on the
+    server under a token so that a preview and its confirmation carry one field, however many items."""
+
+    token = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    size = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"selection of {self.size} items"
+
+
+class SelectionItem(models.Model):
+    selection = models.ForeignKey(Selection, on_delete=models.CASCADE, related_name="rows")
+    item = models.ForeignKey(CatalogItem, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["selection", "item"], name="selection_item_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.selection_id} · {self.item_id}"
 
 
 class UpstreamHealth(models.Model):

@@ -70,4 +70,4 @@ class TaskEventQuerySet(models.QuerySet):
 
 class OperationQuerySet(models.QuerySet):
     def active(self):
-        return self.filter(state__in=["queued", "running", "cancelling"])
+        return self.filter(state__in=["queued", "freezing", "running", "cancelling"])

@@ -13,6 +13,7 @@ goes to `sync_error` and `UpstreamHealth`, and the client's error is re-raised f
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from dashboard.vionlabs import ItemTask, Link, TaskState
 from dashboard.vionlabs.errors import (
     VionlabsError,
     VionlabsNotFound,
+    VionlabsRateLimited,
     VionlabsRejected,
     VionlabsUnavailable,
 )
@@ -109,8 +111,16 @@ def _actor(user: "User | None") -> "User | None":
 # --- Upstream health ------------------------------------------------------------------------------------
 
 
+#: When this process last wrote (or found) "healthy": a bulk run's threads succeed hundreds of times a second,
+#: and a check per answer would cost one or two queries per item for nothing. monotonic seconds; 0 = unknown.
+_healthy_checked_at = 0.0
+
+
 def record_upstream_success() -> None:
     """Note that Vionlabs answered: clears `failing_since` and the failure count."""
+    global _healthy_checked_at
+    if time.monotonic() - _healthy_checked_at < SUCCESS_WRITE_INTERVAL.total_seconds():
+        return
     now = timezone.now()
     # Every worker succeeds many times a second in a bulk run: skip the write (and its row lock) while the
     # record already says "healthy as of a moment ago".
@@ -127,10 +137,13 @@ def record_upstream_success() -> None:
     )
     if not updated and not UpstreamHealth.objects.filter(name=UPSTREAM_NAME).exists():
         UpstreamHealth.objects.get_or_create(name=UPSTREAM_NAME, defaults={"last_success_at": now})
+    _healthy_checked_at = time.monotonic()
 
 
 def record_upstream_failure(error: BaseException) -> None:
     """Note that Vionlabs could not be reached (or answered unusably), with the error's text."""
+    global _healthy_checked_at
+    _healthy_checked_at = 0.0  # the next success is written at once
     now = timezone.now()
     with transaction.atomic():
         health, _ = UpstreamHealth.objects.select_for_update().get_or_create(name=UPSTREAM_NAME)
@@ -776,7 +789,10 @@ def _record_failure(
         if started_at is not None:
             _clear_marker(task, started_at)
         task.save()
-        _event(task, action=action, status_before=task.status, who=who, error=message, note=who.note)
+        # A 429 changed nothing at Vionlabs and is tried again (a bulk run, the scheduler, the operator's next
+        # click): the row says so, but no history row is written, or a 429 storm would write one per retry.
+        if not isinstance(error, VionlabsRateLimited):
+            _event(task, action=action, status_before=task.status, who=who, error=message, note=who.note)
     _record_health(error)
 
 

@@ -18,10 +18,11 @@ def enqueue_on_commit(job: Task, *args: object, **kwargs: object) -> None:
 
 @task()
 def run_operation(operation_id: int) -> None:
-    """Run (or resume) a bulk operation's pending items."""
+    """Freeze a bulk operation's set if still to do, then run its chunks (any number of these jobs may run
+    one operation at once: each claims its own chunks)."""
     from . import operations
 
-    operations.operation_run(operation_id=operation_id)
+    operations.operation_work(operation_id=operation_id)
 
 
 @task()
