@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import sys
 import time
 import urllib.request
@@ -117,8 +118,9 @@ class Result:
 
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     # Our own interpreter and manage.py with arguments built here: nothing untrusted.
+    log = open(Path(tempfile.gettempdir()) / f"bench_bulk-{args[0]}.log", "ab")  # noqa: SIM115 (kept open for the process's life)
     return subprocess.Popen(  # noqa: S603
-        [PYTHON, "manage.py", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [PYTHON, "manage.py", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log
     )
 
 
@@ -172,7 +174,7 @@ def run_once(*, latency: float, workers: int, port: int, env: dict[str, str], co
         time.sleep(3)  # imports and the first poll of the queue
         for proc in procs:
             if proc.poll() is not None:
-                raise SystemExit(f"a worker exited at start: {proc.stderr.read().decode()[-2000:]}")
+                raise SystemExit("a worker exited at start: see bench_bulk-db_worker.log in the temporary directory")
         cpu_before = [cpu_seconds(proc.pid) for proc in procs]
         sandbox_before = cpu_seconds(sandbox.pid)
         n = CatalogItem.objects.count()

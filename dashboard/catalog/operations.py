@@ -291,7 +291,8 @@ def operation_preview(
             selected.filter(kind__in=expand).values_list("kind").annotate(n=Count("pk")).order_by()
         )
         if containers:
-            through = count - covered.filter(pk__in=selected.values("pk")).count()
+            parents = selected.filter(kind__in=expand).values("pk")
+            through = covered.filter(Q(parent__in=parents) | Q(parent__parent__in=parents)).count()
     rows = (
         ProductTask.objects.filter(item__in=covered.values("pk"), product=product, version=version)
         .order_by()
