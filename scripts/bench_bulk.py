@@ -24,8 +24,8 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -174,7 +174,9 @@ def run_once(*, latency: float, workers: int, port: int, env: dict[str, str], co
         time.sleep(3)  # imports and the first poll of the queue
         for proc in procs:
             if proc.poll() is not None:
-                raise SystemExit("a worker exited at start: see bench_bulk-db_worker.log in the temporary directory")
+                raise SystemExit(
+                    "a worker exited at start: see bench_bulk-db_worker.log in the temporary directory"
+                )
         cpu_before = [cpu_seconds(proc.pid) for proc in procs]
         sandbox_before = cpu_seconds(sandbox.pid)
         n = CatalogItem.objects.count()

@@ -368,7 +368,11 @@ def task_create(
             item=item,
             product=product,
             version=version,
-            defaults={"priority": priority, "action_in_progress": EventAction.CREATE, "action_started_at": now},
+            defaults={
+                "priority": priority,
+                "action_in_progress": EventAction.CREATE,
+                "action_started_at": now,
+            },
         )
         task.item = item
         if not created:

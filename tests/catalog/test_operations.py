@@ -51,7 +51,11 @@ def make_items(n: int, prefix: str = "op") -> list[CatalogItem]:
 def start(kind=OperationKind.CREATE, items=None, **kwargs) -> Operation:
     return operations.operation_start(
         kind=kind,
-        **({} if items is None and "filter_query" in kwargs else {"items": items or CatalogItem.objects.all()}),
+        **(
+            {}
+            if items is None and "filter_query" in kwargs
+            else {"items": items or CatalogItem.objects.all()}
+        ),
         product=PRODUCT,
         version=VERSION,
         priority="low",
