@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format check bench clean help
+.PHONY: run test test-fast lint format check bench bench-bulk clean help
 
 help:
 	@sed -n '1,4p' Makefile
@@ -36,6 +36,11 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m dashboard.sandbox.bench
 	$(PY) scripts/bench_catalog_page.py --items 100000
+
+# A bulk create on PostgreSQL against the sandbox with 1 and 2 worker processes (BENCH_ARGS="--items 3000"
+# for the quick form). Needs PostgreSQL on 127.0.0.1:5432; creates the database dashboard_bench_ops.
+bench-bulk: $(STAMP)
+	$(PY) scripts/bench_bulk.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -31,7 +31,6 @@ from .models import (
     WebhookDelivery,
 )
 from .operation_views import preview_for_items
-from .operations import ProductDisabled, enabled_setting
 from .permissions import OPERATE_PERMISSION
 
 #: Admin actions call Vionlabs once per row inside the web request for at most this many rows; over it they
@@ -104,7 +103,6 @@ def _default_settings() -> dict[str, ProductSetting]:
 def _create_default(
     request: HttpRequest, *, item: CatalogItem, product: str, defaults: dict[str, ProductSetting]
 ) -> str:
-    _refuse_disabled(product)
     setting = defaults.get(product)
     if setting is None or not setting.default_version:
         raise services.ActionRefused(
@@ -146,14 +144,6 @@ def _tasks_to_bulk_preview(
     product, version = keys[0]
     items = CatalogItem.objects.filter(pk__in=queryset.order_by().values("item_id"))
     return _to_bulk_preview(request, items, kind=kind, product=product, version=version)
-
-
-def _refuse_disabled(product: str) -> None:
-    """The enabled-product rule for an admin action that starts work at Vionlabs."""
-    try:
-        enabled_setting(product)
-    except ProductDisabled as disabled:
-        raise services.ActionRefused(str(disabled)) from disabled
 
 
 # --- Catalog items --------------------------------------------------------------------------------------
@@ -360,7 +350,6 @@ class ProductTaskAdmin(OperateTasksMixin, admin.ModelAdmin):
             return _tasks_to_bulk_preview(self, request, queryset, kind=OperationKind.DEACTIVATE)
 
         def deactivate(task: ProductTask) -> str:
-            _refuse_disabled(task.product)
             before = task.status
             task = services.task_deactivate(task=task, actor=request.user, source=EventSource.ADMIN)
             return f"deactivated ({_status_change(before, task)})"

@@ -155,7 +155,8 @@ def _render_preview(
         error = error or str(problem)
     context = {
         "kinds": OperationKind.choices,
-        "products": ProductChoices.choices,
+        # Bulk operations act on enabled products only: the others are not offered.
+        "products": [(s.product, s.get_product_display()) for s in ProductSetting.objects.filter(enabled=True)],
         "priorities": PriorityChoices.choices,
         "hidden_selection": _hidden_selection(spec or {}, data),
         "preview": preview,

@@ -302,7 +302,7 @@ def test_a_disabled_product_is_refused_in_preview_confirm_run_and_admin_actions(
         {"action": "create_default_version", "_selected_action": [t.pk for t in ProductTask.objects.all()]},
         follow=True,
     )
-    assert "not enabled under Product settings" in response.content.decode()
+    assert "adbreaks has no enabled product setting" in response.content.decode()
     assert Operation.objects.count() == 1
     assert use_sandbox.stats()["requests"] == 0
 
