@@ -365,9 +365,16 @@ def parse_contextual_adbreaks(data: object, *, inventory_id: str) -> ContextualA
     )
 
 
+_MARKER_FIELDS = frozenset(
+    {"ident", "not_yet_available", "intro_start", "intro_end", "recap_start", "recap_end", "credit_start"}
+)
+
+
 def parse_markers(data: object, *, ident: str) -> MarkersResult:
     """A markers answer; `not_yet_available: true` raises NotYetAvailable."""
     answer = _object(data, "the answer")
+    if not _MARKER_FIELDS & answer.keys():
+        raise ShapeError("the answer has none of the markers fields")
     fields = _Fields(answer)
     if fields.get("not_yet_available") is True:
         raise NotYetAvailable("the item is in the Vionlabs catalog but its markers are not processed yet")
