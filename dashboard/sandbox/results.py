@@ -70,7 +70,8 @@ def _scene_changes(inventory_id: str, runtime: float) -> list[tuple[float, float
 
 def adbreak_ranks(inventory_id: str, separation: Separation) -> list[dict[str, Any]]:
     """Rank 1: a few of the best scene changes; ranks 2 and 3: more, weaker ones. Within a rank, candidates are
-    at least `minimum` minutes apart; rank 1 gets extra candidates where a gap exceeds `maximum` minutes."""
+    at least `minimum` minutes apart; where all ranks together leave a gap wider than `maximum` minutes, the
+    best scene change inside it joins the last rank."""
     runtime = runtime_seconds(inventory_id)
     low, high = separation.skip_first * 60, runtime - separation.skip_last * 60
     points = [(at, quality) for at, quality in _scene_changes(inventory_id, runtime) if low <= at <= high]
@@ -78,25 +79,25 @@ def adbreak_ranks(inventory_id: str, separation: Separation) -> list[dict[str, A
     few = max(2, int(runtime // (15 * 60)))
     tiers = [best_first[:few], best_first[few : 3 * few], best_first[3 * few : 6 * few]]
     gap = separation.minimum * 60
-    ranks = []
-    for rank, tier in enumerate(tiers, start=1):
+    chosen: list[list[float]] = []
+    for tier in tiers:
         kept: list[float] = []
         for at, _ in tier:  # best first: a weaker candidate too close to a better one goes
             if all(abs(at - other) >= gap for other in kept):
                 kept.append(at)
-        if rank == 1:
-            kept = _fill_gaps(kept, points, gap, separation.maximum * 60, low, high)
-        if kept:
-            ranks.append({"rank": rank, "candidates": sorted(kept)})
-    return ranks
+        chosen.append(kept)
+    everything = sorted(at for kept in chosen for at in kept)
+    filled = _fill_gaps(everything, points, gap, separation.maximum * 60, low, high)
+    chosen[-1].extend(sorted(set(filled) - set(everything)))
+    return [{"rank": rank, "candidates": sorted(kept)} for rank, kept in enumerate(chosen, start=1) if kept]
 
 
 def _fill_gaps(
     kept: list[float], points: list[tuple[float, float]], gap: float, widest: float, low: float, high: float
 ) -> list[float]:
-    """Add the best scene change inside each gap wider than `widest` (roughly: at most 50 additions)."""
+    """Add the best scene change inside each gap wider than `widest` (roughly: at most 100 additions)."""
     kept = sorted(kept)
-    for _ in range(50):
+    for _ in range(100):
         edges = [low, *kept, high]
         wide = next(((a, b) for a, b in itertools.pairwise(edges) if b - a > widest), None)
         if wide is None:
