@@ -1,9 +1,16 @@
 """The sandbox's Results APIs: made-up but deterministic results for done tasks, 404 before, faults, 403."""
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import requests
+from django.core.management import CommandError, call_command
 
 from dashboard.sandbox import Sandbox
 from dashboard.sandbox.results import Separation, adbreak_ranks, markers, runtime_seconds
@@ -320,3 +327,29 @@ def test_faults_apply_to_results(sandbox):
     assert stats["faults"]["503"] == 1
     assert stats["faults"]["429"] == 1
     assert stats["endpoints"]["GET results"] == 2
+
+
+def test_run_sandbox_takes_the_no_access_product():
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "run_sandbox", "--port", "0", "--pending-seconds", "0",
+         "--processing-seconds", "0", "--no-access-product", "jitthumbnails"],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = process.stdout.readline().split(" on ")[1].split()[0]
+        key = {"key": "sandbox-key"}
+        for product in ("jitthumbnails", "scene_tags"):
+            requests.post(url + task_path("tt1", product, "1"), params=key, timeout=5).raise_for_status()
+        assert requests.get(url + "/results/jitthumbnails/v1/tt1", params=key, timeout=5).status_code == 403
+        assert requests.get(url + "/results/scene_tags/v1/tt1", params=key, timeout=5).status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=10)
+    assert process.returncode == 0
+
+
+def test_run_sandbox_refuses_an_unknown_no_access_product():
+    with pytest.raises(CommandError, match="invalid choice"):
+        call_command("run_sandbox", "--port", "0", "--no-access-product", "thumbnails")
