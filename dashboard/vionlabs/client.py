@@ -1,4 +1,5 @@
-"""The typed client of the Vionlabs Tasks API (and the Catalog API's listing): one class over one Session.
+"""The typed client of the Vionlabs Tasks API (plus the Catalog API's listing and the Results APIs): one class
+over one Session.
 
 Why it looks the way it does:
 - One retry layer (ours): urllib3's retries are off, so a POST is never silently sent twice.
@@ -17,13 +18,14 @@ import logging
 import math
 import random
 import re
+import string
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
@@ -34,13 +36,29 @@ from urllib3.util.retry import Retry
 
 from .errors import (
     FieldError,
+    NotYetAvailable,
     VionlabsBadResponse,
     VionlabsError,
+    VionlabsNoAccess,
+    VionlabsNoResult,
     VionlabsNotFound,
     VionlabsRateLimited,
     VionlabsRejected,
     VionlabsUnauthorized,
     VionlabsUnavailable,
+)
+from .errors import ShapeError as _ShapeError
+from .results import (
+    DEFAULT_RESULT_PATHS,
+    GENERIC_RESULT_PATH,
+    AdBreaksResult,
+    ContextualAdBreaksResult,
+    GenericResult,
+    MarkersResult,
+    parse_adbreaks,
+    parse_contextual_adbreaks,
+    parse_generic,
+    parse_markers,
 )
 from .types import CatalogEntry, ItemTask, Link, TaskState
 
@@ -65,10 +83,6 @@ class ThrottleLike(Protocol):
     def remaining(self) -> float: ...  # needed only by clients given max_retry_wait
 
 
-class _ShapeError(Exception):
-    """The JSON parsed but is not the documented shape."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Call:
     """One logical call, for messages and the retry policy (never holds the URL or the key)."""
@@ -76,6 +90,9 @@ class _Call:
     method: str
     template: str
     params: Mapping[str, object] = field(default_factory=dict)
+    # The product whose Results API this call reads (None for the Tasks and Catalog APIs): its 401/403 and
+    # 404 mean "no access to this API" and "no result yet", not a bad key or an unknown task.
+    results_of: str | None = None
 
     @property
     def idempotent(self) -> bool:
@@ -374,6 +391,7 @@ class VionlabsClient:
         pool_size: int = 16,
         throttle: ThrottleLike | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        result_paths: Mapping[str, str] | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -382,6 +400,10 @@ class VionlabsClient:
             raise ValueError("base_url must not carry a query string or fragment; pass the key as api_key")
         if not timeout > 0 or max_retries < 0 or pool_size < 1:
             raise ValueError("timeout must be > 0, max_retries >= 0 and pool_size >= 1")
+        paths = {**DEFAULT_RESULT_PATHS, **(result_paths or {})}
+        for product, template in paths.items():
+            _result_placeholder(product, template)  # ValueError now rather than at the first fetch
+        self._result_paths = paths
         _protect_logs(api_key)
         self._base_url = base_url.rstrip("/")
         self._timeout = float(timeout)
@@ -465,19 +487,114 @@ class VionlabsClient:
                 return
             previous, page_num = page, page_num + 1
 
-    def _call(
+    # -- Results APIs (one per product; access is granted per API) ----------------------------------------
+
+    def get_adbreaks(
+        self,
+        inventory_id: str,
+        *,
+        version: str | None = None,
+        minimum_separation: float | None = None,
+        maximum_separation: float | None = None,
+        skip_first: float | None = None,
+        skip_last: float | None = None,
+    ) -> AdBreaksResult:
+        """Read ad-break candidates in seconds (v3); the minute parameters are passed through when given.
+
+        Raises VionlabsNoResult (no result yet), VionlabsNoAccess (the key lacks this API) or another kind."""
+        query = _result_query(
+            version=version,
+            minimum_separation=minimum_separation,
+            maximum_separation=maximum_separation,
+            skip_first=skip_first,
+            skip_last=skip_last,
+        )
+        return self._fetch_result(
+            "adbreaks", inventory_id, query, lambda data: parse_adbreaks(data, inventory_id=inventory_id)
+        )
+
+    def get_contextual_adbreaks(
+        self,
+        inventory_id: str,
+        *,
+        version: str | None = None,
+        minimum_separation: float | None = None,
+        maximum_separation: float | None = None,
+        skip_first: float | None = None,
+        skip_last: float | None = None,
+    ) -> ContextualAdBreaksResult:
+        """Read contextual ad breaks (v2: keywords, moods, IAB tiers, nudity/profanity flags per break).
+
+        Raises VionlabsNoResult, VionlabsNoAccess or another VionlabsError kind."""
+        query = _result_query(
+            version=version,
+            minimum_separation=minimum_separation,
+            maximum_separation=maximum_separation,
+            skip_first=skip_first,
+            skip_last=skip_last,
+        )
+
+        def parse(data: Any) -> ContextualAdBreaksResult:
+            return parse_contextual_adbreaks(data, inventory_id=inventory_id)
+
+        return self._fetch_result("contextual_adbreak", inventory_id, query, parse)
+
+    def get_markers(self, ident: str, *, version: str | None = None) -> MarkersResult:
+        """Read intro, recap and end-credit markers; `not_yet_available: true` raises VionlabsNoResult."""
+        query = _result_query(version=version)
+        return self._fetch_result("markers", ident, query, lambda data: parse_markers(data, ident=ident))
+
+    def get_result(
+        self,
+        inventory_id: str,
+        product: str,
+        *,
+        version: str | None = None,
+        query: Mapping[str, str | int | float] | None = None,
+    ) -> GenericResult:
+        """Read any product's result as plain JSON (extra query parameters are passed through).
+
+        The path is `result_paths[product]`, by default `/results/<product>/v1/{inventory_id}` (an assumption
+        for products whose reference is not known). Raises VionlabsNoResult, VionlabsNoAccess or another kind."""
+        product = str(product)
+        extra = dict(query or {})
+        if any(name.lower() == "key" for name in extra):
+            raise ValueError("the key is set by the client; do not pass 'key' in query")
+        full = {**extra, **_result_query(version=version)}
+
+        def parse(data: Any) -> GenericResult:
+            return parse_generic(data, product=product, inventory_id=inventory_id)
+
+        return self._fetch_result(product, inventory_id, full, parse)
+
+    def _fetch_result[T](
+        self, product: str, inventory_id: str, query: Mapping[str, object], parse: Callable[[Any], T]
+    ) -> T:
+        """One GET of a Results API, through the same retries, throttle, deadline and redaction as tasks."""
+        if product in ("", ".", "..") or "/" in product:
+            raise ValueError(f"not a product name: {product!r}")
+        template = self._result_paths.get(product) or GENERIC_RESULT_PATH.format(
+            product=quote(product, safe="")
+        )
+        placeholder = _result_placeholder(product, template)
+        return self._call(
+            "GET", template, {placeholder: inventory_id}, parse=parse, query=query or None, results_of=product
+        )
+
+    def _call[T](
         self,
         method: str,
         template: str,
         params: Mapping[str, str],
         *,
-        parse: Callable[[Any], Any],
+        parse: Callable[[Any], T],
         body: dict[str, Any] | None = None,
         query: Mapping[str, object] | None = None,
-    ) -> Any:
+        results_of: str | None = None,
+    ) -> T:
         """Send with bounded retries; return the parsed answer or raise a VionlabsError (never chained)."""
         url = self._base_url + _build_path(template, params)
-        call = _Call(method, template, {**params, **(query or {})})
+        call = _Call(method, template, {**params, **(query or {})}, results_of)
         attempts = self._max_retries + 1
         for attempt in range(1, attempts + 1):
             if self._throttle is not None:
@@ -489,7 +606,7 @@ class VionlabsClient:
             elapsed = time.monotonic() - started
             if isinstance(outcome, _Done):
                 log.debug("%s %s -> ok in %.3f s (attempt %d)", method, template, elapsed, attempt)
-                return outcome.data
+                return cast(T, outcome.data)
             retrying = outcome.retryable and attempt < attempts
             rate_limited = isinstance(outcome.error, VionlabsRateLimited) and self._throttle is not None
             delay = outcome.retry_after
@@ -537,7 +654,7 @@ class VionlabsClient:
             response = self._session.request(
                 call.method,
                 url,
-                params=query,
+                params=None if query is None else {name: str(value) for name, value in query.items()},
                 json=body,
                 timeout=(self._timeout, self._timeout),
                 allow_redirects=False,
@@ -572,6 +689,8 @@ class VionlabsClient:
                 return _Done(parse(data))
             except _ShapeError as exc:
                 reason = str(exc)
+            except NotYetAvailable as exc:
+                return self._no_result(call, status, str(exc))
             return self._bad_response(call, reason)
         if 300 <= status < 400:
             reason = f"it redirects (HTTP {status}), which the client does not follow; check VIONLABS_API_URL"
@@ -580,6 +699,16 @@ class VionlabsClient:
         retry_after = _parse_retry_after(
             headers.get("Retry-After"), cap=self._retry_after_cap, now=time.time()
         )
+        if status in (401, 403) and call.results_of is not None:
+            message = (
+                f"Vionlabs refused the API key (HTTP {status}): no access to the {call.results_of} results API. "
+                "Access is granted per API: ask Vionlabs to enable it for this key (tasks may still work), "
+                "or check VIONLABS_API_KEY."
+            )
+            no_access = VionlabsNoAccess(call.context(message), status_code=status, product=call.results_of)
+            return _Failure(no_access, False, label=label)
+        if status == 404 and call.results_of is not None:
+            return self._no_result(call, status, "Vionlabs answered HTTP 404")
         if status in (401, 403):
             message = (
                 f"Vionlabs refused the API key (HTTP {status}): it is missing or invalid, or has no access "
@@ -596,7 +725,7 @@ class VionlabsClient:
             return _Failure(VionlabsNotFound(call.context(message), status_code=404), False, label=label)
         if status == 429:
             when = f"in {max(1, math.ceil(retry_after))} s" if retry_after is not None else "in a minute"
-            error = VionlabsRateLimited(
+            error: VionlabsError = VionlabsRateLimited(
                 call.context(f"Vionlabs asks us to slow down; try again {when}."), retry_after=retry_after
             )
             # A POST is the caller's to repeat: it may want to re-read the task first.
@@ -638,6 +767,16 @@ class VionlabsClient:
         error = VionlabsUnavailable(call.context(message), outcome_unknown=unknown)
         return _Failure(error, not sent or call.idempotent, label=label)
 
+    def _no_result(self, call: _Call, status: int, reason: str) -> _Failure:
+        """A results API has nothing for this item (yet); not retried, not an outage."""
+        product = call.results_of or "requested"
+        message = (
+            f"Vionlabs has no {product} result for this item yet ({_REDACTOR.redact(reason[:_DETAIL_CHARS])}): "
+            "the task may not be done, or the item was not processed at this version."
+        )
+        error = VionlabsNoResult(call.context(message), status_code=status, product=product)
+        return _Failure(error, False, label="no result")
+
     def _bad_response(self, call: _Call, reason: str) -> _Failure:
         """An answer the client cannot use; never retried (asking again would give the same)."""
         message = (
@@ -650,6 +789,31 @@ class VionlabsClient:
 _OUTCOME_UNKNOWN = (
     " The change may or may not have reached Vionlabs: refresh the task to see its state before acting again."
 )
+
+
+def _result_query(*, version: str | None, **minutes: float | None) -> dict[str, object]:
+    """The query of a results GET: the version and the minute parameters that were given, as given."""
+    query: dict[str, object] = {}
+    if version is not None:
+        query["version"] = str(version)
+    for name, value in minutes.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a number of minutes, got {value!r}")
+        query[name] = value
+    return query
+
+
+def _result_placeholder(product: str, template: str) -> str:
+    """The one placeholder (`inventory_id` or `ident`) of a results path template; ValueError otherwise."""
+    names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    if not template.startswith("/") or len(names) != 1 or names[0] not in ("inventory_id", "ident"):
+        raise ValueError(
+            f"the results path of {product!r} must start with '/' and hold exactly one placeholder, "
+            f"{{inventory_id}} or {{ident}}: {template!r}"
+        )
+    return names[0]
 
 
 def _phrase(status: int) -> str:
