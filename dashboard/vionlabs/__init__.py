@@ -15,6 +15,7 @@ from .throttle import Throttle
 from .types import (
     FINAL_STATUSES,
     IN_FLIGHT_STATUSES,
+    STATUS_MAX_LENGTH,
     CatalogEntry,
     ItemTask,
     Link,
@@ -27,6 +28,7 @@ from .types import (
 __all__ = [
     "FINAL_STATUSES",
     "IN_FLIGHT_STATUSES",
+    "STATUS_MAX_LENGTH",
     "CatalogEntry",
     "FieldError",
     "ItemTask",
