@@ -193,6 +193,14 @@ def _build_path(template: str, params: Mapping[str, str]) -> str:
                 status_code=None,
                 details=(FieldError(loc=f"path.{name}", msg="must not be empty, '.' or '..'"),),
             )
+        if _unencodable(value):
+            # quote() would raise UnicodeEncodeError: say what is wrong in the client's own terms instead.
+            raise VionlabsRejected(
+                f"The {name} cannot be sent to Vionlabs: it holds an unpaired surrogate, which is not text "
+                f"any URL can carry; correct the {name}.",
+                status_code=None,
+                details=(FieldError(loc=f"path.{name}", msg="must be valid Unicode text"),),
+            )
         encoded[name] = quote(value, safe="")
     return template.format_map(encoded)
 
