@@ -4,6 +4,7 @@ Every variable is listed with its default in the README. Nothing here reads a se
 another module: code asks `django.conf.settings` when it runs.
 """
 
+import datetime as dt
 from pathlib import Path
 
 import environ
@@ -39,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "django_tasks_db",
+    "axes",
     "dashboard.catalog",
     "dashboard.sandbox",
 ]
@@ -56,7 +58,26 @@ MIDDLEWARE = [
     "dashboard.catalog.middleware.InteractiveVionlabsMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out log-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Log-in brute-force protection (django-axes; see dashboard/login_guard.py) ---------------------------
+# Its backend comes first: it refuses a locked-out username+address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
+# Username and address together: nobody can lock a colleague out from elsewhere, nor a shared NAT address.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "dashboard.login_guard.client_ip"
+AXES_LOCKOUT_CALLABLE = "dashboard.login_guard.lockout_response"
+# Reverse proxies in front of the app that append to X-Forwarded-For (0: clients connect directly, and the
+# header is ignored). Too high a number lets clients choose their address; too low counts the proxy's.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
 ROOT_URLCONF = "dashboard.urls"
 WSGI_APPLICATION = "dashboard.wsgi.application"

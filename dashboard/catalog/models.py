@@ -145,8 +145,9 @@ class ProductTask(models.Model):
     product = models.CharField(max_length=32, choices=ProductChoices)
     version = models.CharField(max_length=100)
     priority = models.CharField(max_length=8, choices=PriorityChoices, default=PriorityChoices.LOW)
-    # Free string; "" until Vionlabs has answered for this row. Known values: TaskStatus.
-    status = models.CharField(max_length=32, blank=True, db_index=True)
+    # Free string, stored whole (the client bounds it at STATUS_MAX_LENGTH); "" until Vionlabs has answered for
+    # this row. Known values: TaskStatus.
+    status = models.TextField(blank=True, db_index=True)
     error = models.TextField(blank=True)
     # Parsed `_links`: [{"name", "method", "href"}], hrefs stored without any query string.
     links = models.JSONField(default=list, blank=True)
@@ -237,8 +238,8 @@ class TaskEvent(models.Model):
         "Operation", null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
     )
     action = models.CharField(max_length=16, choices=EventAction)
-    status_before = models.CharField(max_length=32, blank=True)
-    status_after = models.CharField(max_length=32, blank=True)
+    status_before = models.TextField(blank=True)
+    status_after = models.TextField(blank=True)
     error = models.TextField(blank=True)
     note = models.TextField(blank=True)
 

@@ -156,7 +156,9 @@ def _render_preview(
     context = {
         "kinds": OperationKind.choices,
         # Bulk operations act on enabled products only: the others are not offered.
-        "products": [(s.product, s.get_product_display()) for s in ProductSetting.objects.filter(enabled=True)],
+        "products": [
+            (s.product, s.get_product_display()) for s in ProductSetting.objects.filter(enabled=True)
+        ],
         "priorities": PriorityChoices.choices,
         "hidden_selection": _hidden_selection(spec or {}, data),
         "preview": preview,

@@ -208,8 +208,9 @@ def _minutes_param(name: str, raw: str | None, default: float) -> tuple[float, d
 
 
 def _json_body(body: bytes) -> tuple[Any, dict | None]:
-    """The decoded JSON body (None when empty) or a FastAPI-style error."""
-    if not body.strip():
+    """The decoded JSON body (None when empty) or a FastAPI-style error. Only a body of no bytes is absent, as
+    in FastAPI: whitespace JSON does not allow (a lone form feed, say) is a decode error at position 0."""
+    if not body:
         return None, None
     try:
         return json.loads(body.decode("utf-8")), None
@@ -461,7 +462,7 @@ class Sandbox:
         errors = []
         if product not in PRODUCTS:
             errors.append(_enum_error(["path", "product"], product, PRODUCTS))
-        if not version.strip():
+        if not version:  # min_length=1 on the value as given: a blank version is a version
             errors.append(
                 _field_error(
                     "string_too_short", ["path", "version"], "String should have at least 1 character", version,
@@ -684,6 +685,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
 
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, HEAD, PROPFIND...) reaches the routes too, to get the framework's 405 with
+        # `Allow` (or 404 for an unknown path), where BaseHTTPRequestHandler would answer 501.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # Logged by _serve() with a redacted target instead: the default line holds the query, key included.
         pass
@@ -822,7 +830,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, answer: Answer, close: bool = False) -> str:
         payload = json.dumps(answer.body).encode("utf-8")
         self._head(answer, len(payload), close)
-        self.wfile.write(payload)
+        if self.command != "HEAD":  # a HEAD answer has the headers of the GET and no body
+            self.wfile.write(payload)
         self.wfile.flush()
         return str(answer.status)
 

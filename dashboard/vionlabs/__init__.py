@@ -26,6 +26,7 @@ from .throttle import Throttle
 from .types import (
     FINAL_STATUSES,
     IN_FLIGHT_STATUSES,
+    STATUS_MAX_LENGTH,
     CatalogEntry,
     ItemTask,
     Link,
@@ -38,6 +39,7 @@ from .types import (
 __all__ = [
     "FINAL_STATUSES",
     "IN_FLIGHT_STATUSES",
+    "STATUS_MAX_LENGTH",
     "AdBreakRank",
     "AdBreaksResult",
     "CatalogEntry",

@@ -60,7 +60,7 @@ from .results import (
     parse_generic,
     parse_markers,
 )
-from .types import CatalogEntry, ItemTask, Link, TaskState
+from .types import STATUS_MAX_LENGTH, CatalogEntry, ItemTask, Link, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,14 @@ def _build_path(template: str, params: Mapping[str, str]) -> str:
                 status_code=None,
                 details=(FieldError(loc=f"path.{name}", msg="must not be empty, '.' or '..'"),),
             )
+        if _unencodable(value):
+            # quote() would raise UnicodeEncodeError: say what is wrong in the client's own terms instead.
+            raise VionlabsRejected(
+                f"The {name} cannot be sent to Vionlabs: it holds an unpaired surrogate, which is not text "
+                f"any URL can carry; correct the {name}.",
+                status_code=None,
+                details=(FieldError(loc=f"path.{name}", msg="must be valid Unicode text"),),
+            )
         encoded[name] = quote(value, safe="")
     return template.format_map(encoded)
 
@@ -308,13 +316,32 @@ def _text(value: Any, what: str, *, optional: bool = False) -> str | None:
     raise _ShapeError(f"{what} is missing or not a string")
 
 
+def _status(value: Any, what: str) -> str:
+    """A task status: any string (kept as given) a database can store whole; raise _ShapeError otherwise."""
+    if not isinstance(value, str):
+        raise _ShapeError(f"{what} is missing or not a string")
+    if len(value) > STATUS_MAX_LENGTH:
+        raise _ShapeError(
+            f"{what} is {len(value)} characters long (at most {STATUS_MAX_LENGTH} are accepted)"
+        )
+    if "\x00" in value or _unencodable(value):
+        raise _ShapeError(f"{what} holds a NUL or an unpaired surrogate")
+    return value
+
+
+def _unencodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _parse_task_state(data: Any) -> TaskState:
     """A TaskStatus object: status (kept as given), error, and `_links` as Link tuples."""
     if not isinstance(data, dict):
         raise _ShapeError("expected an object")
-    status = data.get("status")
-    if not isinstance(status, str):
-        raise _ShapeError("'status' is missing or not a string")
+    status = _status(data.get("status"), "'status'")
     raw_links = data.get("_links")
     if raw_links is None:
         raw_links = {}
@@ -342,9 +369,7 @@ def _parse_item_tasks(data: Any) -> list[ItemTask]:
         if not isinstance(entry, dict) or not isinstance(entry.get("task_status"), dict):
             raise _ShapeError("an entry has no 'task_status' object")
         task_status = entry["task_status"]
-        status = task_status.get("status")
-        if not isinstance(status, str):
-            raise _ShapeError("a 'task_status' has no 'status' string")
+        status = _status(task_status.get("status"), "a 'task_status' 'status'")
         tasks.append(
             ItemTask(
                 product=_text(entry.get("product"), "'product'") or "",

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('catalog', '0006_product_applies_to'),
+        ('catalog', '0007_task_status_text'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
