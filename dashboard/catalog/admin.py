@@ -223,6 +223,12 @@ class CatalogItemAdmin(OperateTasksMixin, admin.ModelAdmin):
         self, request: HttpRequest, queryset: QuerySet[CatalogItem]
     ) -> HttpResponse | None:
         if queryset.count() > ADMIN_ACTION_LIMIT:
+            self.message_user(
+                request,
+                f"More than {ADMIN_ACTION_LIMIT} items: the tasks are created by a bulk operation in the background, "
+                "one product at a time (choose the product in the preview).",
+                messages.INFO,
+            )
             return _to_bulk_preview(request, queryset, kind=OperationKind.CREATE)
         defaults = _default_settings()
         if not defaults:

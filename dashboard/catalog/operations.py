@@ -86,6 +86,8 @@ REASON_MAX = 2000
 #: Items chosen one by one (checkboxes, the admin's selection or "select all") kept for one preview; more
 #: than this is a filter's job ("all matching this filter" carries a query string, not ids).
 MAX_SELECTED_ITEMS = 100_000
+#: How long a kept selection lives (its operation, once confirmed, has frozen its own copy of the set).
+SELECTION_KEPT = dt.timedelta(days=7)
 #: Item ids written per freeze transaction.
 FREEZE_BATCH = 5000
 #: Items per chunk: the unit a runner claims, holds by a lease and recounts.
@@ -165,6 +167,8 @@ def selection_create(*, items: QuerySet[CatalogItem] | Iterable[int], actor: Any
             "catalog and “all matching this filter” instead."
         )
     user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+    # Selections live as long as a preview is looked at; a week covers any preview left open.
+    Selection.objects.filter(created_at__lt=timezone.now() - SELECTION_KEPT).delete()
     with transaction.atomic():
         selection = Selection.objects.create(token=secrets.token_urlsafe(24), created_by=user, size=size)
         batch: list[SelectionItem] = []
@@ -652,12 +656,12 @@ class _ChunkRun:
         self._ticked_at = clock()
         self.renewals = 0
 
-    def tick(self, *, force: bool = False) -> None:
+    def tick(self) -> None:
         """At most every TICK_SECONDS (one thread at a time): renew the lease, move the heartbeat, recount
         the chunk into the operation's counters, and stop if the operation is no longer running."""
-        if not force and self.clock() - self._ticked_at < TICK_SECONDS:
+        if self.clock() - self._ticked_at < TICK_SECONDS:
             return
-        if not self._tick_lock.acquire(blocking=force):
+        if not self._tick_lock.acquire(blocking=False):
             return
         try:
             self._ticked_at = self.clock()
