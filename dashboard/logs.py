@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponse
 
 from dashboard.vionlabs.client import redact_key
@@ -67,8 +68,10 @@ class RequestIdMiddleware:
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         request_id = incoming if _SANE_ID.fullmatch(incoming) else new_request_id()
         request.request_id = request_id  # type: ignore[attr-defined]
-        with log_context(request_id=request_id):
-            response = self.get_response(request)
+        # Not reset on the way out: Django logs a 4xx/5xx ("Not Found: …") after the middleware has returned.
+        # `request_finished` clears it once the response is closed.
+        _context.set({"request_id": request_id})
+        response = self.get_response(request)
         response[REQUEST_ID_HEADER] = request_id
         return response
 
@@ -77,6 +80,13 @@ class RequestIdMiddleware:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
             set_context_value("user", user.get_username())
+
+
+def _forget_request_context(**kwargs: object) -> None:
+    _context.set(None)
+
+
+request_finished.connect(_forget_request_context, dispatch_uid="dashboard.logs.forget_request_context")
 
 
 class ContextFilter(logging.Filter):
