@@ -16,6 +16,7 @@ from dashboard.catalog.client import reset_clients
 from dashboard.catalog.models import CatalogItem
 from dashboard.catalog.tasks import enqueue_on_commit, refresh_item
 from dashboard.logs import ContextFilter, log_context
+from dashboard.vionlabs.client import redact_key
 from tests.catalog.ui_fixtures import viewer, viewer_client  # noqa: F401
 from tests.vionlabs.fakes import closed_port_url
 from tests.vionlabs.test_redaction import CANARY
@@ -168,3 +169,9 @@ def test_a_jobs_log_lines_carry_the_request_id_it_was_given(collected):
             reset_clients()
     failures = [r for r in collected if r.getMessage().startswith("Refreshing item")]
     assert [r.request_id for r in failures] == ["req-77"]
+
+
+def test_a_key_value_already_masked_is_left_as_written():
+    assert redact_key('"GET /tasks?key=*** HTTP/1.1" 200') == '"GET /tasks?key=*** HTTP/1.1" 200'
+    assert redact_key("/tasks?key=***abc") == "/tasks?key=[redacted]"
+    assert redact_key("/tasks?key=real-key&x=1") == "/tasks?key=[redacted]&x=1"

@@ -124,7 +124,10 @@ class _Failure:
 class _KeyRedactor(logging.Filter):
     """Rewrites log records so that neither `key=` query values nor a known key (in any encoding) survive."""
 
-    _QUERY_KEY = re.compile(r"((?:^|[?&;])key(?:=|%3D))[^&#\s\"'<>]*", re.IGNORECASE)
+    # A value already masked ("***", as the sandbox logs it, or "[redacted]") is left as it is.
+    _QUERY_KEY = re.compile(
+        r"((?:^|[?&;])key(?:=|%3D))(?!(?:\*\*\*|\[redacted\])(?:[&#\s\"'<>]|$))[^&#\s\"'<>]*", re.IGNORECASE
+    )
 
     def __init__(self) -> None:
         super().__init__()
