@@ -14,7 +14,7 @@ from django_tasks_db.models import DBTaskResult
 
 from dashboard.catalog.client import reset_clients
 from dashboard.catalog.models import CatalogItem
-from dashboard.catalog.tasks import enqueue_on_commit, refresh_item
+from dashboard.catalog.tasks import enqueue_on_commit, refresh_item, run_operation
 from dashboard.logs import ContextFilter, log_context
 from dashboard.vionlabs.client import redact_key
 from tests.catalog.ui_fixtures import viewer, viewer_client  # noqa: F401
@@ -175,3 +175,10 @@ def test_a_key_value_already_masked_is_left_as_written():
     assert redact_key('"GET /tasks?key=*** HTTP/1.1" 200') == '"GET /tasks?key=*** HTTP/1.1" 200'
     assert redact_key("/tasks?key=***abc") == "/tasks?key=[redacted]"
     assert redact_key("/tasks?key=real-key&x=1") == "/tasks?key=[redacted]&x=1"
+
+
+@pytest.mark.django_db
+def test_an_operation_jobs_log_lines_carry_the_operation_id(collected):
+    run_operation.call(424242, request_id="req-op")
+    (record,) = [r for r in collected if "no longer exists" in r.getMessage()]
+    assert (record.request_id, record.operation_id) == ("req-op", 424242)
