@@ -1,15 +1,16 @@
 # The two commands that do everything on a fresh machine:
 #   make run    the dashboard at http://127.0.0.1:8000/ with the sandbox, a worker, the scheduler and demo data
 #   make test   the whole suite (browser tests included when Chromium is installed)
+#   make prod   the production stack (gunicorn, DEBUG off) on PostgreSQL; see docs/deploy.md
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format check bench bench-bulk clean help
+.PHONY: run prod test test-fast lint format check bench bench-bulk clean help
 
 help:
-	@sed -n '1,4p' Makefile
+	@sed -n '1,5p' Makefile
 
 $(STAMP): pyproject.toml
 	@interp=$$(scripts/find-python) || exit 1; \
@@ -24,6 +25,9 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	@scripts/run-dev
+
+prod: $(STAMP)
+	@scripts/run-prod
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -53,4 +57,4 @@ format: $(STAMP)
 check: lint test
 
 clean:
-	rm -rf $(VENV) db.sqlite3 db.sqlite3-* test-artifacts .pytest_cache .ruff_cache
+	rm -rf $(VENV) db.sqlite3 db.sqlite3-* staticfiles .prometheus-multiproc test-artifacts .pytest_cache .ruff_cache

@@ -515,6 +515,8 @@ class SyncBudget(models.Model):
     name = models.CharField(max_length=32, unique=True)
     window_start = models.DateTimeField(null=True, blank=True)
     used = models.PositiveIntegerField(default=0)
+    # When a scheduler last finished a cycle (any machine): /readyz reports its age.
+    last_cycle_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.name}: {self.used} since {self.window_start}"

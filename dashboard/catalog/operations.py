@@ -33,6 +33,7 @@ progress, cancel and "retry the failures" stay exact after a takeover.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import logging
 import os
@@ -758,7 +759,10 @@ def _run_chunk(
             _process(run, row, tasks.get(row.item_id))
             run.tick()
 
-    futures = [pool.submit(drain) for _ in range(min(threads, len(rows)) or 1)]
+    # Each thread runs in a copy of this job's context, so its log lines carry the operation's ids too.
+    futures = [
+        pool.submit(contextvars.copy_context().run, drain) for _ in range(min(threads, len(rows)) or 1)
+    ]
     errors = [error for future in futures if (error := future.exception()) is not None]
     for error in errors:
         logger.error("Operation %s: a worker thread stopped", op.pk, exc_info=error)

@@ -68,6 +68,19 @@ TASK_PATH = "/tasks/catalog-item/{inventory_id}/product/{product}/version/{versi
 ITEM_TASKS_PATH = "/tasks/catalog-item/{inventory_id}"
 CATALOG_PATH = "/catalog/v1/item"
 
+# What an `on_call` observer is told instead of a path: a fixed name per endpoint (no ids, no key).
+ENDPOINT_NAMES = {
+    ("GET", TASK_PATH): "task.get",
+    ("POST", TASK_PATH): "task.create",
+    ("DELETE", TASK_PATH): "task.deactivate",
+    ("GET", ITEM_TASKS_PATH): "item_tasks.list",
+    ("GET", CATALOG_PATH): "catalog.list",
+}
+
+#: on_call(method, endpoint name, outcome, seconds); outcome is "2xx", "3xx", "4xx", "429", "5xx",
+#: "timeout" or "connection_error".
+CallObserver = Callable[[str, str, str, float], None]
+
 _CHUNK = 64 * 1024
 _MAX_BODY = 16 * 1024 * 1024  # far above any real answer; stops a runaway body from eating memory
 _DETAIL_CHARS = 300  # how much of a server's own explanation goes into a message
@@ -93,6 +106,13 @@ class _Call:
     # The product whose Results API this call reads (None for the Tasks and Catalog APIs): its 401/403 and
     # 404 mean "no access to this API" and "no result yet", not a bad key or an unknown task.
     results_of: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        if self.results_of is not None:
+            # One label per product's Results API: a bounded set, never the path with its ids.
+            return f"results.{self.results_of}"
+        return ENDPOINT_NAMES.get((self.method, self.template), "other")
 
     @property
     def idempotent(self) -> bool:
@@ -124,7 +144,10 @@ class _Failure:
 class _KeyRedactor(logging.Filter):
     """Rewrites log records so that neither `key=` query values nor a known key (in any encoding) survive."""
 
-    _QUERY_KEY = re.compile(r"((?:^|[?&;])key(?:=|%3D))[^&#\s\"'<>]*", re.IGNORECASE)
+    # A value already masked ("***", as the sandbox logs it, or "[redacted]") is left as it is.
+    _QUERY_KEY = re.compile(
+        r"((?:^|[?&;])key(?:=|%3D))(?!(?:\*\*\*|\[redacted\])(?:[&#\s\"'<>]|$))[^&#\s\"'<>]*", re.IGNORECASE
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -133,7 +156,7 @@ class _KeyRedactor(logging.Filter):
 
     def add(self, secret: str) -> None:
         """Remember a key and the forms it takes in URLs, JSON, HTML and reprs."""
-        if not secret:
+        if not secret or secret in self._forms:
             return
         forms = {
             secret,
@@ -173,6 +196,14 @@ class _KeyRedactor(logging.Filter):
 
 
 _REDACTOR = _KeyRedactor()
+
+
+def redact_key(text: str, key: str = "") -> str:
+    """`text` with `key` (in any encoding), every key a client was given and any `key=` value replaced."""
+    _REDACTOR.add(key)
+    return _REDACTOR.redact(text)
+
+
 _PROTECTED_LOGGERS = (
     "urllib3",
     "urllib3.connectionpool",
@@ -417,6 +448,7 @@ class VionlabsClient:
         throttle: ThrottleLike | None = None,
         sleep: Callable[[float], None] = time.sleep,
         result_paths: Mapping[str, str] | None = None,
+        on_call: CallObserver | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -440,6 +472,7 @@ class VionlabsClient:
         self._max_retry_wait = max_retry_wait
         self._throttle = throttle
         self._sleep = sleep
+        self._on_call = on_call
         self._has_key = bool(api_key)
         self._session = requests.Session()
         # The one place the key is added: requests merges session params into every request's query.
@@ -673,8 +706,28 @@ class VionlabsClient:
         parse: Callable[[Any], Any],
     ) -> _Done | _Failure:
         """One HTTP exchange, turned into a result or a classified failure; never raises requests' errors."""
-        deadline = time.monotonic() + self._timeout
+        started = time.monotonic()
+        result, observed = self._exchange(call, url, body, query, parse, deadline=started + self._timeout)
+        if self._on_call is not None:
+            try:
+                self._on_call(call.method, call.endpoint, observed, time.monotonic() - started)
+            except Exception:  # metrics must never break a call
+                log.exception("The on_call observer failed")
+        return result
+
+    def _exchange(
+        self,
+        call: _Call,
+        url: str,
+        body: dict[str, Any] | None,
+        query: Mapping[str, object] | None,
+        parse: Callable[[Any], Any],
+        *,
+        deadline: float,
+    ) -> tuple[_Done | _Failure, str]:
+        """One HTTP exchange and the outcome class an observer is told."""
         failure = None
+        timeout = False
         try:
             response = self._session.request(
                 call.method,
@@ -686,16 +739,21 @@ class VionlabsClient:
                 stream=True,
             )
         except (requests.RequestException, Urllib3Error) as exc:
-            failure = self._transport_failure(call, sent=_may_have_been_sent(exc), timeout=_is_timeout(exc))
+            timeout = _is_timeout(exc)
+            failure = self._transport_failure(call, sent=_may_have_been_sent(exc), timeout=timeout)
         if failure is not None:
-            return failure
+            return failure, "timeout" if timeout else "connection_error"
+        status = response.status_code
+        observed = "429" if status == 429 else f"{status // 100}xx"
         with response:
             content, problem = _read_body(response, deadline)
         if problem == "too_large":
-            return self._bad_response(call, f"the answer is larger than {_MAX_BODY // 2**20} MB")
+            return self._bad_response(call, f"the answer is larger than {_MAX_BODY // 2**20} MB"), observed
         if problem is not None:
-            return self._transport_failure(call, sent=True, timeout=problem == "timeout")
-        return self._interpret(call, response.status_code, response.headers, content, parse)
+            timeout = problem == "timeout"
+            failure = self._transport_failure(call, sent=True, timeout=timeout)
+            return failure, "timeout" if timeout else "connection_error"
+        return self._interpret(call, status, response.headers, content, parse), observed
 
     def _interpret(
         self,

@@ -356,7 +356,8 @@ def test_preview_shows_count_breakdown_and_sample_then_confirm_freezes_and_enque
         "expected_count": 30, "max_item_id": items[-1].pk,
     }  # fmt: skip
     job = DBTaskResult.objects.get(task_path=run_operation.module_path)
-    assert job.args_kwargs == {"args": [operation.pk], "kwargs": {}}
+    # Ids only, and the request's id so the job's log lines can be traced back to it.
+    assert job.args_kwargs == {"args": [operation.pk], "kwargs": {"request_id": response["X-Request-ID"]}}
     assert freeze(operation).total == 30
 
 

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('catalog', '0007_task_status_text'),
+        ('catalog', '0008_sync_budget_last_cycle_at'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
