@@ -43,6 +43,7 @@ def _skip_reason(report) -> str:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    _report_random_order(terminalreporter, config)
     if os.environ.get("REQUIRE_ALL_TESTS") != "1":
         return
     unexpected = [
@@ -57,6 +58,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.write_line(f"{nodeid}: {reason}")
     if passed == 0:
         terminalreporter.write_line("No test passed: a run that tests nothing is a failed run.", red=True)
+
+
+def _report_random_order(terminalreporter, config) -> None:
+    """Name the seed of a shuffled run last, where it survives `-q` and CI logs: an order-dependent failure
+    is then one copy-paste away from running again in the same order."""
+    if not config.pluginmanager.hasplugin("randomly") or not config.getoption("randomly_reorganize"):
+        return
+    seed = config.getoption("randomly_seed")
+    terminalreporter.write_line(
+        f"Tests ran in random order; repeat it with: -p randomly --randomly-seed={seed}"
+    )
 
 
 @pytest.hookimpl(trylast=True)
