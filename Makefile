@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format check bench clean help
+.PHONY: run test test-fast test-slow lint format check bench clean help
 
 help:
 	@sed -n '1,4p' Makefile
@@ -31,6 +31,10 @@ test: $(STAMP)
 # Everything but the browser tests, for a quick loop while working.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
+
+# Only the long-running tests (soak, large imports) that `make test` leaves out.
+test-slow: $(STAMP)
+	$(PY) -m pytest --run-slow -m slow $(PYTEST_ARGS)
 
 # Benchmarks print numbers; they are not tests. Bigger runs: see the README.
 bench: $(STAMP)
