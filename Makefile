@@ -44,6 +44,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy dashboard
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

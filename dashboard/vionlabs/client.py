@@ -92,8 +92,8 @@ class _Call:
 
 
 @dataclass(frozen=True, slots=True)
-class _Done:
-    data: Any
+class _Done[T]:
+    data: T
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,16 +465,16 @@ class VionlabsClient:
                 return
             previous, page_num = page, page_num + 1
 
-    def _call(
+    def _call[T](
         self,
         method: str,
         template: str,
         params: Mapping[str, str],
         *,
-        parse: Callable[[Any], Any],
+        parse: Callable[[Any], T],
         body: dict[str, Any] | None = None,
-        query: Mapping[str, object] | None = None,
-    ) -> Any:
+        query: Mapping[str, int] | None = None,
+    ) -> T:
         """Send with bounded retries; return the parsed answer or raise a VionlabsError (never chained)."""
         url = self._base_url + _build_path(template, params)
         call = _Call(method, template, {**params, **(query or {})})
@@ -522,14 +522,14 @@ class VionlabsClient:
         """Capped exponential backoff with full jitter."""
         return random.uniform(0, min(self._backoff_cap, self._backoff * 2 ** min(retry, 60)))  # noqa: S311
 
-    def _attempt(
+    def _attempt[T](
         self,
         call: _Call,
         url: str,
         body: dict[str, Any] | None,
-        query: Mapping[str, object] | None,
-        parse: Callable[[Any], Any],
-    ) -> _Done | _Failure:
+        query: Mapping[str, int] | None,
+        parse: Callable[[Any], T],
+    ) -> _Done[T] | _Failure:
         """One HTTP exchange, turned into a result or a classified failure; never raises requests' errors."""
         deadline = time.monotonic() + self._timeout
         failure = None
@@ -555,14 +555,14 @@ class VionlabsClient:
             return self._transport_failure(call, sent=True, timeout=problem == "timeout")
         return self._interpret(call, response.status_code, response.headers, content, parse)
 
-    def _interpret(
+    def _interpret[T](
         self,
         call: _Call,
         status: int,
         headers: Mapping[str, str],
         content: bytes,
-        parse: Callable[[Any], Any],
-    ) -> _Done | _Failure:
+        parse: Callable[[Any], T],
+    ) -> _Done[T] | _Failure:
         """Map an HTTP answer to a parsed result or a failure of the right kind."""
         data, is_json = _decode_json(content)
         if 200 <= status < 300:
@@ -596,7 +596,7 @@ class VionlabsClient:
             return _Failure(VionlabsNotFound(call.context(message), status_code=404), False, label=label)
         if status == 429:
             when = f"in {max(1, math.ceil(retry_after))} s" if retry_after is not None else "in a minute"
-            error = VionlabsRateLimited(
+            error: VionlabsError = VionlabsRateLimited(
                 call.context(f"Vionlabs asks us to slow down; try again {when}."), retry_after=retry_after
             )
             # A POST is the caller's to repeat: it may want to re-read the task first.
