@@ -5,6 +5,7 @@ calls Vionlabs or changes state lives in services.py.
 """
 
 import datetime as dt
+from typing import ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -63,6 +64,12 @@ class TaskStatus(models.TextChoices):
     FAILED = Status.FAILED.value, "Failed"
     DEACTIVATED = Status.DEACTIVATED.value, "Deactivated"
 
+    # Sets of plain strings, filled in below the class (inside it they would become members).
+    IN_FLIGHT: ClassVar[frozenset[str]]
+    FINAL: ClassVar[frozenset[str]]
+    ACTIVE: ClassVar[frozenset[str]]
+    RETRYABLE: ClassVar[frozenset[str]]
+
 
 # Sets of plain strings: `"pending" in TaskStatus.IN_FLIGHT` holds, and so does `TaskStatus.PENDING in ...`.
 TaskStatus.IN_FLIGHT = frozenset(IN_FLIGHT_STATUSES)
@@ -80,6 +87,8 @@ class ItemKind(models.TextChoices):
     SERIES = "series", "Series"
     SEASON = "season", "Season"
     EPISODE = "episode", "Episode"
+
+    CONTAINERS: ClassVar[tuple[str, ...]]
 
 
 #: Kinds that hold other items (a series holds seasons, a season holds episodes).
@@ -259,7 +268,7 @@ class TaskEvent(models.Model):
 
     @property
     def actor_label(self) -> str:
-        if self.actor_id:
+        if self.actor is not None:
             return self.actor.get_username()
         return f"system ({self.get_source_display().lower()})"
 
