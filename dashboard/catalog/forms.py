@@ -1,10 +1,7 @@
 """Forms of the operations UI. `CatalogFilterForm` is the one place the catalog filters live: the catalog page
 and the bulk operations ("all N matching this filter") both call `filter_items`, so they cannot disagree."""
 
-import base64
-import binascii
 import datetime as dt
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,6 +18,7 @@ from .models import (
     ProductTask,
     TaskStatus,
 )
+from .pagination import decode_cursor
 
 #: The status filter's value for tasks Vionlabs has not answered for yet (stored as an empty status).
 UNANSWERED = "unanswered"
@@ -33,23 +31,6 @@ ITEM_SORTS = {
     "title": "Title (A to Z)",
     "-title": "Title (Z to A)",
 }
-
-
-def encode_cursor(values: list[Any]) -> str:
-    """An opaque, URL-safe page cursor (the sort key of the row a page starts after or before)."""
-    raw = json.dumps(values, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(text: str) -> list[Any]:
-    try:
-        padded = text + "=" * (-len(text) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise forms.ValidationError("This page link is damaged: go back to the first page.") from exc
-    if not isinstance(values, list) or len(values) != 2 or not isinstance(values[1], int):
-        raise forms.ValidationError("This page link is damaged: go back to the first page.")
-    return values
 
 
 class CursorFieldsMixin(forms.Form):
