@@ -29,6 +29,7 @@ from .models import (
     WebhookDelivery,
 )
 from .permissions import OPERATE_PERMISSION
+from .views.operations import preview_for_items
 
 #: Admin actions call Vionlabs once per row inside the web request; more than this belongs in a bulk
 #: operation (a background job with progress), not in one request that may time out half way.
@@ -228,8 +229,6 @@ class CatalogItemAdmin(OperateTasksMixin, admin.ModelAdmin):
     )
     def start_bulk_operation(self, request: HttpRequest, queryset: QuerySet[CatalogItem]) -> HttpResponse:
         # Any number of items: the work runs as an Operation with progress, not inside this request.
-        from .operation_views import preview_for_items
-
         return preview_for_items(request, list(queryset.order_by("pk").values_list("pk", flat=True)))
 
 

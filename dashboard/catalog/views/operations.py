@@ -1,4 +1,4 @@
-"""Bulk operations (preview, confirm, progress, cancel, retry the failures) and the Vionlabs webhook receiver.
+"""Bulk operations: preview, confirm, list, progress, cancel, retry the failures.
 
 How another page starts a bulk operation: POST to `catalog:operation-preview` with
   kind      create | refresh | deactivate | retry
@@ -8,34 +8,23 @@ How another page starts a bulk operation: POST to `catalog:operation-preview` wi
 The preview page shows the count, the breakdown by status, a sample, and asks for a reason; its form posts
 the same fields plus `reason`, `expected_count` and `max_item_id` to `catalog:operation-create`.
 
-None of these views calls Vionlabs: the work runs in a background job, and the webhook only enqueues one.
+None of these views calls Vionlabs: the work runs in a background job.
 """
 
-from __future__ import annotations
-
-import hmac
-import json
-import logging
 from typing import Any
 
-from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import IntegrityError, transaction
-from django.db.models import F, QuerySet
-from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import path
-from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import operations
-from .forms import CatalogFilterForm
-from .models import (
+from .. import operations
+from ..forms import CatalogFilterForm
+from ..models import (
     CatalogItem,
-    EventSource,
     Operation,
     OperationItem,
     OperationItemState,
@@ -44,13 +33,8 @@ from .models import (
     PriorityChoices,
     ProductChoices,
     ProductSetting,
-    WebhookDelivery,
 )
-from .permissions import OPERATE_PERMISSION, operator_required, viewer_required
-from .tasks import enqueue_on_commit, refresh_item
-
-logger = logging.getLogger(__name__)
-
+from ..permissions import OPERATE_PERMISSION, operator_required, viewer_required
 
 LIST_PAGE_SIZE = 50
 FAILURES_SHOWN = 200
@@ -272,112 +256,9 @@ def operation_retry_failures(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("catalog:operation-detail", pk=retry.pk)
 
 
-# --- Webhook -------------------------------------------------------------------------------------------
-
-WEBHOOK_FIELDS = ("inventory_id", "product", "version")
-WEBHOOK_MAX_BYTES = 64 * 1024
-
-
-def _bad_payload(message: str) -> JsonResponse:
-    return JsonResponse({"error": message}, status=400)
-
-
-def _payload(body: bytes) -> dict[str, str]:
-    """The delivery's key fields, validated; raises ValidationError with a message for the sender."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ValidationError("The body is not valid JSON.") from error
-    if not isinstance(data, dict):
-        raise ValidationError("The body must be a JSON object.")
-    fields: dict[str, str] = {}
-    for name in WEBHOOK_FIELDS:
-        value = data.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise ValidationError(f"`{name}` is required and must be a non-empty string.")
-        fields[name] = value
-    if len(fields["inventory_id"]) > 255 or len(fields["version"]) > 100:
-        raise ValidationError("`inventory_id` (255) or `version` (100) is too long.")
-    if fields["product"] not in ProductChoices.values:
-        raise ValidationError(f"`product` {fields['product'][:40]!r} is not a known Vionlabs product.")
-    timestamp = data.get("timestamp", "")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, str | int | float):
-        raise ValidationError("`timestamp` must be a string or a number.")
-    fields["timestamp"] = str(timestamp)[:64]
-    kind = data.get("type", "")
-    fields["type"] = kind[:32] if isinstance(kind, str) else ""
-    return fields
-
-
-@csrf_exempt
-@login_not_required
-@require_POST
-def webhook_vionlabs(request: HttpRequest) -> HttpResponse:
-    """Vionlabs says a task finished: check the shared secret, note the delivery, enqueue a refresh (the
-    payload carries no outcome, so the status is re-read). Answers at once; makes no HTTP call."""
-    secret = settings.VIONLABS_WEBHOOK_SECRET
-    if not secret:
-        # Not configured: behave as if there were no such endpoint.
-        return HttpResponse("Not found.", status=404, content_type="text/plain")
-    given = request.headers.get("x-api-key", "")
-    if not hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8")):
-        logger.warning(
-            "Webhook refused: wrong or missing x-api-key (from %s)", request.META.get("REMOTE_ADDR")
-        )
-        return JsonResponse({"error": "Wrong or missing x-api-key."}, status=403)
-    if len(request.body) > WEBHOOK_MAX_BYTES:
-        return _bad_payload("The body is too large.")
-    try:
-        payload = _payload(request.body)
-    except ValidationError as error:
-        return _bad_payload(error.messages[0])
-    item = CatalogItem.objects.filter(inventory_id=payload["inventory_id"]).first()
-    key = {
-        "inventory_id": payload["inventory_id"],
-        "product": payload["product"],
-        "version": payload["version"],
-        "sent_at": payload["timestamp"],
-    }
-    try:
-        with transaction.atomic():
-            delivery = WebhookDelivery.objects.create(
-                **key, kind=payload["type"], item=item, refresh_enqueued=item is not None
-            )
-            if item is not None:
-                enqueue_on_commit(refresh_item, item.pk, EventSource.WEBHOOK.value)
-    except IntegrityError:
-        WebhookDelivery.objects.filter(**key).update(duplicates=F("duplicates") + 1)
-        logger.info(
-            "Webhook duplicate for %r %s %s at %s: ignored", key["inventory_id"], key["product"],
-            key["version"], key["sent_at"],
-        )  # fmt: skip
-        return JsonResponse({"status": "duplicate"}, status=202)
-    if item is None:
-        logger.warning(
-            "Webhook for unknown item %r (%s %s): nothing to refresh", key["inventory_id"], key["product"],
-            key["version"],
-        )  # fmt: skip
-        return JsonResponse({"status": "unknown item"}, status=202)
-    logger.info("Webhook for %r %s %s: refresh enqueued", item.inventory_id, key["product"], key["version"])
-    return JsonResponse({"status": "refresh enqueued", "delivery": delivery.pk}, status=202)
-
-
 @require_http_methods(["GET", "HEAD", "POST"])
 def operations_root(request: HttpRequest) -> HttpResponse:
     """`/operations/`: GET lists operations, POST creates one (each with its own permission check)."""
     if request.method == "POST":
         return operation_create(request)
     return operation_list(request)
-
-
-urlpatterns = [
-    # One URL, two names: the list (GET) and the create (POST) are the same resource.
-    path("operations/", operations_root, name="operation-list"),
-    path("operations/", operations_root, name="operation-create"),
-    path("operations/preview/", operation_preview, name="operation-preview"),
-    path("operations/<int:pk>/", operation_detail, name="operation-detail"),
-    path("operations/<int:pk>/progress/", operation_progress, name="operation-progress"),
-    path("operations/<int:pk>/cancel/", operation_cancel, name="operation-cancel"),
-    path("operations/<int:pk>/retry-failures/", operation_retry_failures, name="operation-retry-failures"),
-    path("webhooks/vionlabs/", webhook_vionlabs, name="webhook-vionlabs"),
-]
