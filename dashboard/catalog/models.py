@@ -1,7 +1,8 @@
 """The dashboard's memory: the catalog, what Vionlabs last said about each task, and who did what.
 
-Models hold fields, constraints and small derived properties. Reads live in querysets.py; anything that
-calls Vionlabs or changes state lives in services.py.
+Models hold fields, constraints and small derived properties. Reads that select rows are QuerySet methods
+(querysets.py), reads that build a page are in selectors.py; anything that calls Vionlabs or changes state
+lives in services.py.
 """
 
 import datetime as dt
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from dashboard.vionlabs import FINAL_STATUSES, IN_FLIGHT_STATUSES, Priority, Product, Status
 
-from .querysets import CatalogItemQuerySet, OperationQuerySet, ProductTaskQuerySet, TaskEventQuerySet
+from .querysets import CatalogItemQuerySet, ProductTaskQuerySet
 
 
 def validate_inventory_id(value: str) -> None:
@@ -221,8 +222,6 @@ class TaskEvent(models.Model):
     error = models.TextField(blank=True)
     note = models.TextField(blank=True)
 
-    objects = TaskEventQuerySet.as_manager()
-
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["task", "created_at"], name="event_task_time_idx")]
@@ -301,8 +300,6 @@ class Operation(models.Model):
     skipped = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
-
-    objects = OperationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

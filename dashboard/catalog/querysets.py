@@ -1,16 +1,17 @@
-"""Reads. Views, admin and jobs ask these instead of spelling out filters, so a rule lives in one place."""
+"""Reads that select rows, as QuerySet methods: views, admin and jobs ask these instead of spelling out
+filters, so a rule lives in one place. This module imports nothing from models.py (models imports it)."""
 
 import datetime as dt
+from typing import Self
 
 from django.db import models
 from django.db.models import Q
-from django.utils import timezone
 
-from dashboard.vionlabs import FINAL_STATUSES, IN_FLIGHT_STATUSES, Status
+from dashboard.vionlabs import IN_FLIGHT_STATUSES, Status
 
 
 class CatalogItemQuerySet(models.QuerySet):
-    def search(self, text: str):
+    def search(self, text: str) -> Self:
         """Items whose inventory id or title contains the text (case-insensitive)."""
         text = text.strip()
         if not text:
@@ -19,39 +20,12 @@ class CatalogItemQuerySet(models.QuerySet):
 
 
 class ProductTaskQuerySet(models.QuerySet):
-    def in_flight(self):
+    def in_flight(self) -> Self:
         return self.filter(status__in=IN_FLIGHT_STATUSES)
 
-    def final(self):
-        return self.filter(status__in=FINAL_STATUSES)
-
-    def failed(self):
+    def failed(self) -> Self:
         return self.filter(status=Status.FAILED)
 
-    def active(self):
-        """Tasks that exist at Vionlabs and are not over: a new create for them would be a duplicate."""
-        from .models import TaskStatus  # models imports this module
-
-        return self.filter(status__in=TaskStatus.ACTIVE)
-
-    def stale(self, *, after: dt.timedelta):
-        """Not successfully checked for longer than `after` (or never)."""
-        cutoff = timezone.now() - after
-        return self.filter(Q(last_checked_at__lt=cutoff) | Q(last_checked_at__isnull=True))
-
-    def action_under_way(self, *, now: dt.datetime, abandoned_after: dt.timedelta):
+    def action_under_way(self, *, now: dt.datetime, abandoned_after: dt.timedelta) -> Self:
         """A create/deactivate is marked on the row and not yet abandoned (see services.ABANDONED_AFTER)."""
         return self.exclude(action_in_progress="").filter(action_started_at__gt=now - abandoned_after)
-
-    def for_product(self, product: str, version: str | None = None):
-        qs = self.filter(product=product)
-        return qs.filter(version=version) if version else qs
-
-
-class TaskEventQuerySet(models.QuerySet):
-    pass
-
-
-class OperationQuerySet(models.QuerySet):
-    def active(self):
-        return self.filter(state__in=["queued", "running", "cancelling"])
