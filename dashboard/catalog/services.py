@@ -30,6 +30,7 @@ from dashboard.vionlabs.errors import (
     VionlabsRejected,
     VionlabsUnavailable,
 )
+from dashboard.vionlabs.redaction import redact
 
 from .client import get_client
 from .models import (
@@ -152,9 +153,8 @@ def _record_health(error: VionlabsError | None) -> None:
 
 
 def _scrub(text: str) -> str:
-    """Text bound for the database, with the API key cut out should Vionlabs ever echo it back."""
-    key = settings.VIONLABS_API_KEY
-    return text.replace(key, "[redacted]") if key and text else text
+    """Text bound for the database, with the API key (in any encoding) cut out should Vionlabs echo it."""
+    return redact(text, settings.VIONLABS_API_KEY)
 
 
 # --- Recording answers ----------------------------------------------------------------------------------

@@ -9,14 +9,12 @@ Why it looks the way it does:
 """
 
 import email.utils
-import html
 import http
 import http.client
 import json
 import logging
 import math
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -24,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any, Protocol
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -42,6 +40,7 @@ from .errors import (
     VionlabsUnauthorized,
     VionlabsUnavailable,
 )
+from .redaction import key_forms, redact_forms
 from .types import CatalogEntry, ItemTask, Link, TaskState
 
 log = logging.getLogger(__name__)
@@ -107,36 +106,19 @@ class _Failure:
 class _KeyRedactor(logging.Filter):
     """Rewrites log records so that neither `key=` query values nor a known key (in any encoding) survive."""
 
-    _QUERY_KEY = re.compile(r"((?:^|[?&;])key(?:=|%3D))[^&#\s\"'<>]*", re.IGNORECASE)
-
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self._forms: tuple[str, ...] = ()
+        self._forms: frozenset[str] = frozenset()
 
     def add(self, secret: str) -> None:
         """Remember a key and the forms it takes in URLs, JSON, HTML and reprs."""
-        if not secret:
-            return
-        forms = {
-            secret,
-            quote(secret, safe=""),
-            quote(secret),
-            quote_plus(secret),
-            json.dumps(secret)[1:-1],
-            json.dumps(secret, ensure_ascii=False)[1:-1],
-            html.escape(secret),
-            html.escape(secret, quote=False),
-            repr(secret)[1:-1],
-        }
         with self._lock:
-            self._forms = tuple(sorted(set(self._forms) | {f for f in forms if f}, key=len, reverse=True))
+            self._forms = self._forms | key_forms(secret)
 
     def redact(self, text: str) -> str:
         """Return `text` with every known key form and every `key=` value replaced."""
-        for form in self._forms:
-            text = text.replace(form, "[redacted]")
-        return self._QUERY_KEY.sub(r"\1[redacted]", text)
+        return redact_forms(text, self._forms)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
