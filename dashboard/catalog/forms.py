@@ -19,6 +19,7 @@ from .models import (
     TaskStatus,
 )
 from .pagination import decode_cursor
+from .validators import VERSION_MAX_LENGTH
 
 #: The status filter's value for tasks Vionlabs has not answered for yet (stored as an empty status).
 UNANSWERED = "unanswered"
@@ -61,7 +62,7 @@ class CatalogFilterForm(CursorFieldsMixin, forms.Form):
         max_length=32,
         help_text="Of the product's task; any value Vionlabs uses, or 'unanswered'",
     )
-    version = forms.CharField(label="Version", required=False, max_length=100)
+    version = forms.CharField(label="Version", required=False, max_length=VERSION_MAX_LENGTH)
     kind = forms.ChoiceField(label="Kind", required=False, choices=[("", "Any kind"), *ItemKind.choices])
     missing = forms.ChoiceField(
         label="Missing product",
@@ -152,7 +153,7 @@ AGE_DELTAS = {
 class TaskFilterForm(CursorFieldsMixin, forms.Form):
     status = forms.CharField(label="Status", required=False, max_length=32)
     product = forms.ChoiceField(label="Product", required=False, choices=product_choices("Any product"))
-    version = forms.CharField(label="Version", required=False, max_length=100)
+    version = forms.CharField(label="Version", required=False, max_length=VERSION_MAX_LENGTH)
     priority = forms.ChoiceField(
         label="Priority", required=False, choices=[("", "Any priority"), *PriorityChoices.choices]
     )
@@ -192,7 +193,7 @@ class TaskFilterForm(CursorFieldsMixin, forms.Form):
 class TaskCreateForm(forms.Form):
     product = forms.ChoiceField(label="Product")
     # Not required: a blank version is passed on, and Vionlabs' own answer (422) is shown to the operator.
-    version = forms.CharField(label="Version", required=False, max_length=100, strip=True)
+    version = forms.CharField(label="Version", required=False, max_length=VERSION_MAX_LENGTH, strip=True)
     priority = forms.ChoiceField(label="Priority", choices=PriorityChoices.choices)
 
     def __init__(self, *args: Any, settings: list[ProductSetting], **kwargs: Any) -> None:

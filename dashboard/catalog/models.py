@@ -8,25 +8,13 @@ lives in services.py.
 import datetime as dt
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
 from dashboard.vionlabs import FINAL_STATUSES, IN_FLIGHT_STATUSES, Priority, Product, Status
 
 from .querysets import CatalogItemQuerySet, ProductTaskQuerySet
-
-
-def validate_inventory_id(value: str) -> None:
-    """An inventory id is stored exactly as given (any printable character, `/` and spaces included), but a
-    control character is almost always a broken export, and is refused."""
-    if not value.strip():
-        raise ValidationError("An inventory id cannot be blank.")
-    bad = sorted({f"U+{ord(ch):04X}" for ch in value if ord(ch) < 32 or 127 <= ord(ch) < 160})
-    if bad:
-        raise ValidationError(f"An inventory id cannot contain control characters (found {', '.join(bad)}).")
-    if value in {".", ".."}:
-        raise ValidationError("'.' and '..' cannot be inventory ids: they cannot be addressed in a URL path.")
+from .validators import INVENTORY_ID_MAX_LENGTH, VERSION_MAX_LENGTH, validate_inventory_id
 
 
 class ProductChoices(models.TextChoices):
@@ -85,7 +73,7 @@ class ItemKind(models.TextChoices):
 
 class CatalogItem(models.Model):
     inventory_id = models.CharField(
-        max_length=255,
+        max_length=INVENTORY_ID_MAX_LENGTH,
         unique=True,
         validators=[validate_inventory_id],
         help_text="The customer's own identifier, stored exactly as given.",
@@ -123,7 +111,7 @@ class ProductTask(models.Model):
 
     item = models.ForeignKey(CatalogItem, on_delete=models.CASCADE, related_name="tasks")
     product = models.CharField(max_length=32, choices=ProductChoices)
-    version = models.CharField(max_length=100)
+    version = models.CharField(max_length=VERSION_MAX_LENGTH)
     priority = models.CharField(max_length=8, choices=PriorityChoices, default=PriorityChoices.LOW)
     # Free string; "" until Vionlabs has answered for this row. Known values: TaskStatus.
     status = models.CharField(max_length=32, blank=True, db_index=True)
@@ -246,7 +234,7 @@ class ProductSetting(models.Model):
 
     product = models.CharField(max_length=32, choices=ProductChoices, unique=True)
     enabled = models.BooleanField(default=True)
-    default_version = models.CharField(max_length=100)
+    default_version = models.CharField(max_length=VERSION_MAX_LENGTH)
     default_priority = models.CharField(max_length=8, choices=PriorityChoices, default=PriorityChoices.LOW)
     position = models.PositiveSmallIntegerField(default=0)
     # In flight for longer than this counts as stuck. Empty: derived from past durations (95th percentile),
@@ -373,9 +361,9 @@ class WebhookDelivery(models.Model):
     """One webhook call from Vionlabs that passed the secret check. The unique key (item, product, version,
     timestamp as sent) turns a repeated delivery into a counted no-op instead of a second refresh."""
 
-    inventory_id = models.CharField(max_length=255)
+    inventory_id = models.CharField(max_length=INVENTORY_ID_MAX_LENGTH)
     product = models.CharField(max_length=32)
-    version = models.CharField(max_length=100)
+    version = models.CharField(max_length=VERSION_MAX_LENGTH)
     # The payload's `timestamp`, kept as sent (its format is not documented); part of the dedupe key.
     sent_at = models.CharField(max_length=64)
     kind = models.CharField(max_length=32, blank=True, help_text="The payload's `type`.")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
@@ -41,6 +42,7 @@ from .models import (
     ProductTask,
     TaskStatus,
 )
+from .validators import validate_version
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -87,8 +89,10 @@ def _validate(*, kind: str, product: str, version: str, priority: str) -> None:
         raise OperationRefused("Choose a product.")
     if not version.strip():
         raise OperationRefused("Choose a version.")
-    if len(version) > 100:
-        raise OperationRefused("The version is too long (at most 100 characters).")
+    try:
+        validate_version(version)
+    except ValidationError as invalid:
+        raise OperationRefused(invalid.messages[0]) from invalid
     if priority not in PriorityChoices.values:
         raise OperationRefused("Choose a priority: low, medium or high.")
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -45,6 +46,7 @@ from .models import (
     TaskStatus,
     UpstreamHealth,
 )
+from .validators import VERSION_MAX_LENGTH, validate_version
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -253,14 +255,10 @@ class _Who:
 def _validate_create(*, product: str, version: str, priority: str) -> None:
     if product not in ProductChoices.values:
         raise ActionRefused(f"Unknown product {product!r}.")
-    if not version or not version.strip():
-        raise ActionRefused("A version is required.")
-    if len(version) > ProductTask._meta.get_field("version").max_length:
-        raise ActionRefused("The version is too long (at most 100 characters).")
-    if version in {".", ".."} or any(ord(char) < 32 or ord(char) == 127 for char in version):
-        raise ActionRefused(
-            f"The version {version!r} cannot be sent to Vionlabs: no control characters, '.' or '..'."
-        )
+    try:
+        validate_version(version)
+    except ValidationError as invalid:
+        raise ActionRefused(invalid.messages[0]) from invalid
     if priority not in PriorityChoices.values:
         raise ActionRefused(f"Unknown priority {priority!r}: use low, medium or high.")
 
@@ -688,7 +686,7 @@ def item_refresh(
         _record_item_failure(item=item, error=error, who=who)
         raise
     product_limit = ProductTask._meta.get_field("product").max_length
-    version_limit = ProductTask._meta.get_field("version").max_length
+    version_limit = VERSION_MAX_LENGTH
     with transaction.atomic():
         # Lock in a fixed order so that two refreshes of one item cannot deadlock.
         rows = {

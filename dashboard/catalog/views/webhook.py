@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from ..models import CatalogItem, EventSource, ProductChoices, WebhookDelivery
 from ..tasks import enqueue_on_commit, refresh_item
+from ..validators import INVENTORY_ID_MAX_LENGTH, VERSION_MAX_LENGTH
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,10 @@ def _payload(body: bytes) -> dict[str, str]:
         if not isinstance(value, str) or not value.strip():
             raise ValidationError(f"`{name}` is required and must be a non-empty string.")
         fields[name] = value
-    if len(fields["inventory_id"]) > 255 or len(fields["version"]) > 100:
-        raise ValidationError("`inventory_id` (255) or `version` (100) is too long.")
+    if len(fields["inventory_id"]) > INVENTORY_ID_MAX_LENGTH or len(fields["version"]) > VERSION_MAX_LENGTH:
+        raise ValidationError(
+            f"`inventory_id` ({INVENTORY_ID_MAX_LENGTH}) or `version` ({VERSION_MAX_LENGTH}) is too long."
+        )
     if fields["product"] not in ProductChoices.values:
         raise ValidationError(f"`product` {fields['product'][:40]!r} is not a known Vionlabs product.")
     timestamp = data.get("timestamp", "")
