@@ -98,6 +98,8 @@ def _validate(*, kind: str, product: str, version: str, priority: str) -> None:
 
 
 def _would_skip(kind: str, status: str) -> bool:
+    """The bulk skip rule, for the preview's count and the run alike: True if `kind` has nothing to do on
+    an item whose task for the chosen product and version has `status` (NO_TASK: there is none)."""
     if kind == OperationKind.CREATE:
         return status in TaskStatus.ACTIVE
     if kind == OperationKind.RETRY:
@@ -395,33 +397,39 @@ def _process(run: _Run, operation_item_id: int, item_id: int, *, sleep: Callable
     _record(op, operation_item_id, state, error)
 
 
+def _skip_note(kind: str, status: str, product: str, version: str) -> str:
+    """Why `_would_skip` skips an item, in words for the operation's page."""
+    if kind == OperationKind.CREATE:
+        return f"Already {status} for {product} {version}."
+    if status == NO_TASK:
+        return f"No {product} {version} task for this item."
+    if kind == OperationKind.DEACTIVATE:
+        return "Already deactivated."
+    return f"Not failed or deactivated (it is {status or 'unanswered'})."
+
+
 def _act(op: Operation, item_id: int) -> tuple[str, str]:
     """Do the operation's action on one item; returns (state, note). Raises what the services raise."""
     params = op.params or {}
     product, version = params.get("product", ""), params.get("version", "")
     task = ProductTask.objects.filter(item_id=item_id, product=product, version=version).first()
     status = task.status if task else NO_TASK
+    if _would_skip(op.kind, status):
+        return OperationItemState.SKIPPED, _skip_note(op.kind, status, product, version)
     common: dict[str, Any] = {"actor": op.created_by, "source": EventSource.BULK, "operation": op}
     if op.kind == OperationKind.CREATE:
-        if status in TaskStatus.ACTIVE:
-            return OperationItemState.SKIPPED, f"Already {status} for {product} {version}."
         item = CatalogItem.objects.get(pk=item_id)
         services.task_create(
             item=item, product=product, version=version, priority=params.get("priority", "low"),
             note=op.reason, **common,
         )  # fmt: skip
         return OperationItemState.DONE, ""
-    if task is None:
-        return OperationItemState.SKIPPED, f"No {product} {version} task for this item."
+    assert task is not None  # _would_skip skips a missing task for every kind but create
     if op.kind == OperationKind.REFRESH:
         services.task_refresh(task=task, **common)
     elif op.kind == OperationKind.DEACTIVATE:
-        if status == TaskStatus.DEACTIVATED:
-            return OperationItemState.SKIPPED, "Already deactivated."
         services.task_deactivate(task=task, note=op.reason, **common)
     elif op.kind == OperationKind.RETRY:
-        if status not in TaskStatus.RETRYABLE:
-            return OperationItemState.SKIPPED, f"Not failed or deactivated (it is {status or 'unanswered'})."
         services.task_retry(task=task, note=op.reason, **common)
     return OperationItemState.DONE, ""
 
