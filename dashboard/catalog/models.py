@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from dashboard.vionlabs import FINAL_STATUSES, IN_FLIGHT_STATUSES, Priority, Product, Status
 
-from .querysets import CatalogItemQuerySet, ProductTaskQuerySet
+from .querysets import IN_FLIGHT_SINCE_FIELDS, CatalogItemQuerySet, ProductTaskQuerySet
 from .validators import INVENTORY_ID_MAX_LENGTH, VERSION_MAX_LENGTH, validate_inventory_id
 
 
@@ -164,6 +164,11 @@ class ProductTask(models.Model):
     @property
     def is_in_flight(self) -> bool:
         return self.status in TaskStatus.IN_FLIGHT
+
+    @property
+    def in_flight_since(self) -> dt.datetime | None:
+        """When the task went in flight (see IN_FLIGHT_SINCE_FIELDS)."""
+        return next((when for name in IN_FLIGHT_SINCE_FIELDS if (when := getattr(self, name))), None)
 
     @property
     def is_final(self) -> bool:

@@ -6,8 +6,13 @@ from typing import Self
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 
 from dashboard.vionlabs import IN_FLIGHT_STATUSES, Status
+
+#: When a task went in flight: its last request, else the row's creation. `ProductTask.in_flight_since` reads
+#: it from a row, `ProductTaskQuerySet.with_inflight_since` computes it in SQL; both from this one tuple.
+IN_FLIGHT_SINCE_FIELDS = ("requested_at", "created_at")
 
 
 class CatalogItemQuerySet(models.QuerySet):
@@ -25,6 +30,10 @@ class ProductTaskQuerySet(models.QuerySet):
 
     def failed(self) -> Self:
         return self.filter(status=Status.FAILED)
+
+    def with_inflight_since(self) -> Self:
+        """Annotated with `inflight_since` (see IN_FLIGHT_SINCE_FIELDS), for filtering and ordering by it."""
+        return self.annotate(inflight_since=Coalesce(*IN_FLIGHT_SINCE_FIELDS))
 
     def action_under_way(self, *, now: dt.datetime, abandoned_after: dt.timedelta) -> Self:
         """A create/deactivate is marked on the row and not yet abandoned (see services.ABANDONED_AFTER)."""

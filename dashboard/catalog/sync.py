@@ -71,9 +71,8 @@ def next_check_delay(*, age: dt.timedelta) -> dt.timedelta:
     return max(min_interval(), min(max_interval(), delay))
 
 
-def _in_flight_since(task: ProductTask, now: dt.datetime) -> dt.timedelta:
-    started = task.requested_at or task.created_at or now
-    return max(dt.timedelta(0), now - started)
+def _in_flight_for(task: ProductTask, now: dt.datetime) -> dt.timedelta:
+    return max(dt.timedelta(0), now - (task.in_flight_since or now))
 
 
 def schedule_next_checks(*, item_id: int, now: dt.datetime | None = None) -> None:
@@ -83,7 +82,7 @@ def schedule_next_checks(*, item_id: int, now: dt.datetime | None = None) -> Non
     rows = ProductTask.objects.filter(item_id=item_id).only("pk", "status", "requested_at", "created_at")
     for row in rows:
         if row.status in TaskStatus.IN_FLIGHT:
-            when = now + next_check_delay(age=_in_flight_since(row, now))
+            when = now + next_check_delay(age=_in_flight_for(row, now))
         else:
             when = None
         # A single-column update: it cannot overwrite a status another process wrote meanwhile.

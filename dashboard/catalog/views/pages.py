@@ -22,7 +22,7 @@ from ..selectors import (
     product_settings,
     task_is_active,
 )
-from ..stuck import compute_thresholds, stuck_filter, with_inflight_since
+from ..stuck import compute_thresholds, stuck_filter
 from .common import can_operate
 
 #: Children shown when a series or season is expanded; the rest are one filtered catalog page away.
@@ -140,7 +140,7 @@ def task_list(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         qs = form.filter_tasks(ProductTask.objects.all())
         if form.cleaned_data["stuck"]:
-            qs = with_inflight_since(qs).filter(stuck_filter(thresholds))
+            qs = qs.with_inflight_since().filter(stuck_filter(thresholds))
         page = keyset_page(
             qs.select_related("item"),
             field_name="pk",
