@@ -101,7 +101,7 @@ def _status_change(before: str, task: ProductTask) -> str:
 
 
 def _default_settings() -> dict[str, ProductSetting]:
-    return {setting.product: setting for setting in ProductSetting.objects.filter(enabled=True)}
+    return {setting.product: setting for setting in ProductSetting.objects.enabled()}
 
 
 def _create_default(

@@ -13,7 +13,12 @@ from django.utils import timezone
 
 from dashboard.vionlabs import FINAL_STATUSES, IN_FLIGHT_STATUSES, Priority, Product, Status
 
-from .querysets import IN_FLIGHT_SINCE_FIELDS, CatalogItemQuerySet, ProductTaskQuerySet
+from .querysets import (
+    IN_FLIGHT_SINCE_FIELDS,
+    CatalogItemQuerySet,
+    ProductSettingQuerySet,
+    ProductTaskQuerySet,
+)
 from .validators import INVENTORY_ID_MAX_LENGTH, VERSION_MAX_LENGTH, validate_inventory_id
 
 
@@ -246,6 +251,8 @@ class ProductSetting(models.Model):
     # or the site-wide default while there is too little history.
     stuck_after = models.DurationField(null=True, blank=True)
 
+    objects = ProductSettingQuerySet.as_manager()
+
     class Meta:
         ordering = ["position", "product"]
 
@@ -337,8 +344,12 @@ class OperationItem(models.Model):
         return f"{self.operation} · {self.item_id} · {self.state}"
 
 
+#: `UpstreamHealth.name` of the Vionlabs API, the one upstream.
+UPSTREAM_NAME = "vionlabs"
+
+
 class UpstreamHealth(models.Model):
-    """How reaching Vionlabs has gone lately: one row per upstream (`name="vionlabs"`). Written by the
+    """How reaching Vionlabs has gone lately: one row per upstream (`name=UPSTREAM_NAME`). Written by the
     services after every call; read by the scheduler's circuit breaker and by the dashboard's banner."""
 
     name = models.CharField(max_length=32, unique=True)

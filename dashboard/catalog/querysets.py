@@ -24,6 +24,12 @@ class CatalogItemQuerySet(models.QuerySet):
         return self.filter(Q(inventory_id__icontains=text) | Q(title__icontains=text))
 
 
+class ProductSettingQuerySet(models.QuerySet):
+    def enabled(self) -> Self:
+        """The products this organisation uses: the columns pages show and what bulk actions may request."""
+        return self.filter(enabled=True)
+
+
 class ProductTaskQuerySet(models.QuerySet):
     def in_flight(self) -> Self:
         return self.filter(status__in=IN_FLIGHT_STATUSES)

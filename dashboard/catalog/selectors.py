@@ -14,7 +14,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .forms import CONTAINER_KINDS, UNANSWERED, TaskCreateForm
-from .models import CatalogItem, ItemKind, ProductSetting, ProductTask, TaskEvent, TaskStatus, UpstreamHealth
+from .models import (
+    UPSTREAM_NAME,
+    CatalogItem,
+    ItemKind,
+    ProductSetting,
+    ProductTask,
+    TaskEvent,
+    TaskStatus,
+    UpstreamHealth,
+)
 from .stuck import compute_thresholds, stuck_tasks
 from .templatetags.catalog_ui import NOT_REQUESTED
 
@@ -35,8 +44,14 @@ def product_settings() -> list[ProductSetting]:
     return list(ProductSetting.objects.all())
 
 
-def enabled(settings_list: Iterable[ProductSetting]) -> list[ProductSetting]:
+def enabled_of(settings_list: Iterable[ProductSetting]) -> list[ProductSetting]:
+    """`ProductSetting.objects.enabled()` out of settings already read, for a page that needs both (no
+    second query)."""
     return [s for s in settings_list if s.enabled]
+
+
+def enabled_settings() -> list[ProductSetting]:
+    return list(ProductSetting.objects.enabled())
 
 
 # --- catalog rows: one badge per enabled product, roll-ups for series and seasons ------------------------
@@ -222,7 +237,7 @@ def poll_changes(
     changed_tasks: list[ProductTask] = []
     active = False
     if item_ids:
-        products = enabled(product_settings())
+        products = enabled_settings()
         grouped: dict[tuple[int, str], list[ProductTask]] = defaultdict(list)
         for task in ProductTask.objects.filter(
             item_id__in=item_ids, product__in=[s.product for s in products]
@@ -267,7 +282,7 @@ class MatrixRow:
 def overview_context() -> dict[str, Any]:
     """The overview: a status-by-product matrix at each product's default version, stuck tasks, failures."""
     all_settings = product_settings()
-    products = enabled(all_settings)
+    products = enabled_of(all_settings)
     item_url = reverse("catalog:item-list")
     counts: dict[tuple[str, str], int] = {}
     if products:
@@ -303,7 +318,7 @@ def overview_context() -> dict[str, Any]:
     failures = list(
         ProductTask.objects.failed().select_related("item").order_by("-status_changed_at", "-pk")[:20]
     )
-    health = UpstreamHealth.objects.filter(name="vionlabs").first()
+    health = UpstreamHealth.objects.filter(name=UPSTREAM_NAME).first()
     return {
         "products": products,
         "matrix": matrix,
@@ -356,7 +371,7 @@ def item_detail_context(
 ) -> dict[str, Any]:
     """An item's page: its tasks with their timelines and stuck flags, the create form, the poll."""
     all_settings = product_settings() if all_settings is None else all_settings
-    products = enabled(all_settings)
+    products = enabled_of(all_settings)
     tasks = list(item.tasks.order_by("product", "version"))
     now = timezone.now()
     attach_timelines(tasks, now=now)

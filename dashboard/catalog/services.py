@@ -35,6 +35,7 @@ from dashboard.vionlabs.redaction import redact
 
 from .client import get_client
 from .models import (
+    UPSTREAM_NAME,
     CatalogItem,
     EventAction,
     EventSource,
@@ -59,7 +60,6 @@ logger = logging.getLogger(__name__)
 
 #: A create/deactivate marker older than this belongs to a process that died mid-call: it no longer blocks.
 ABANDONED_AFTER = dt.timedelta(minutes=5)
-UPSTREAM_NAME = "vionlabs"
 #: How stale `UpstreamHealth.last_success_at` may get while Vionlabs keeps answering.
 SUCCESS_WRITE_INTERVAL = dt.timedelta(seconds=1)
 

@@ -27,11 +27,18 @@ from django.utils import timezone
 from dashboard.vionlabs.errors import VionlabsError
 
 from . import services
-from .models import CatalogItem, EventSource, ProductTask, SyncBudget, TaskStatus, UpstreamHealth
+from .models import (
+    UPSTREAM_NAME,
+    CatalogItem,
+    EventSource,
+    ProductTask,
+    SyncBudget,
+    TaskStatus,
+    UpstreamHealth,
+)
 
 logger = logging.getLogger(__name__)
 
-UPSTREAM_NAME = "vionlabs"
 BUDGET_NAME = "sync"
 BUDGET_WINDOW = dt.timedelta(minutes=1)
 

@@ -14,7 +14,7 @@ from .. import services
 from ..forms import TaskCreateForm
 from ..models import CatalogItem, EventSource, ProductTask
 from ..permissions import operator_required
-from ..selectors import build_rows, enabled, product_settings
+from ..selectors import build_rows, enabled_settings
 from ..services import ActionRefused
 from .common import describe_error
 from .pages import item_detail_context
@@ -74,7 +74,7 @@ def task_retry(request: HttpRequest, pk: int) -> HttpResponse:
 @operator_required
 def task_create(request: HttpRequest, pk: int) -> HttpResponse:
     item = get_object_or_404(CatalogItem, pk=pk)
-    products = enabled(product_settings())
+    products = enabled_settings()
     form = TaskCreateForm(data=request.POST, settings=products)
     message, ok, task = "", False, None
     if form.is_valid():
@@ -114,7 +114,7 @@ def item_refresh(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         message, ok = "Refreshed every task of this item from Vionlabs.", True
     if request.htmx and request.POST.get("fragment") == "item-row":
-        products = enabled(product_settings())
+        products = enabled_settings()
         ctx = {
             "row": build_rows([item], products)[0],
             "products": products,

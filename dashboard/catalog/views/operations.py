@@ -128,7 +128,7 @@ def preview_for_items(request: HttpRequest, item_ids: list[int]) -> HttpResponse
         raise PermissionDenied
     data = QueryDict(mutable=True)
     data.setlist("items", [str(pk) for pk in item_ids])
-    setting = ProductSetting.objects.filter(enabled=True).first()
+    setting = ProductSetting.objects.enabled().first()
     data["kind"] = OperationKind.CREATE
     if setting is not None:
         data["product"] = setting.product

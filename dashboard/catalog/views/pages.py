@@ -17,7 +17,8 @@ from ..selectors import (
     KNOWN_STATUS_ORDER,
     ItemRow,
     build_rows,
-    enabled,
+    enabled_of,
+    enabled_settings,
     poll_context,
     product_settings,
     task_is_active,
@@ -42,7 +43,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 @viewer_required
 def item_list(request: HttpRequest) -> HttpResponse:
     all_settings = product_settings()
-    products = enabled(all_settings)
+    products = enabled_of(all_settings)
     form = CatalogFilterForm(data=request.GET)
     rows: list[ItemRow] = []
     page = Page(rows=[], next_cursor=None, prev_cursor=None)
@@ -87,7 +88,7 @@ def item_list(request: HttpRequest) -> HttpResponse:
 def item_children(request: HttpRequest, pk: int) -> HttpResponse:
     """The rows under a series or season (seasons with their own roll-ups), for the catalog's expand."""
     parent = get_object_or_404(CatalogItem, pk=pk)
-    products = enabled(product_settings())
+    products = enabled_settings()
     children = list(
         CatalogItem.objects.filter(parent=parent).order_by("inventory_id", "pk")[: CHILDREN_LIMIT + 1]
     )
@@ -122,7 +123,7 @@ def item_detail(request: HttpRequest, pk: int) -> HttpResponse:
     item = get_object_or_404(CatalogItem.objects.select_related("parent"), pk=pk)
     if request.htmx and request.htmx.target == f"create-form-{item.pk}":
         # The product select changed: prefill that product's default version and priority.
-        products = enabled(product_settings())
+        products = enabled_settings()
         form = TaskCreateForm(settings=products, initial={"product": request.GET.get("product", "")})
         ctx = {"item": item, "create_form": form, "can_operate": can_operate(request)}
         return render(request, "catalog/item_detail.html#create-form", ctx)
