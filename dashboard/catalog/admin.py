@@ -11,11 +11,13 @@ from functools import partial
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.urls import path
 from django.utils.text import Truncator
 
 from dashboard.vionlabs.errors import VionlabsError
 
 from . import services
+from .admin_import import catalog_import_view_for
 from .models import (
     CatalogItem,
     EventSource,
@@ -177,10 +179,6 @@ class CatalogItemAdmin(OperateTasksMixin, admin.ModelAdmin):
 
     def get_urls(self) -> list:
         # The upload page (templates/admin/catalog/catalogitem/), the same importer as `import_catalog`.
-        from django.urls import path
-
-        from .admin_import import catalog_import_view_for
-
         upload = path(
             "import/",
             self.admin_site.admin_view(catalog_import_view_for(self)),

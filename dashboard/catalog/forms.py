@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.http import QueryDict
 from django.utils import timezone
 
 from .models import (
@@ -121,8 +122,6 @@ class CatalogFilterForm(CursorFieldsMixin, forms.Form):
 
     def filter_query(self) -> str:
         """The filter part of the query string (no sort, no cursor), for links and bulk operations."""
-        from django.http import QueryDict
-
         query = QueryDict(mutable=True)
         for name in self.FILTER_FIELDS:
             value = self.data.get(name)

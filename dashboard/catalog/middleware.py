@@ -6,8 +6,11 @@ whatever fragment asked, which is nonsense to the person looking at the page.
 
 from collections.abc import Callable
 
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django_htmx.http import HttpResponseClientRedirect
+
+from .client import interactive_calls
 
 
 class HtmxLoginRedirectMiddleware:
@@ -23,8 +26,6 @@ class HtmxLoginRedirectMiddleware:
             return None
         if not getattr(view_func, "login_required", True):
             return None
-        from django.contrib.auth.views import redirect_to_login
-
         login = redirect_to_login(request.htmx.current_url_abs_path or request.get_full_path())
         return HttpResponseClientRedirect(login["Location"])
 
@@ -37,7 +38,5 @@ class InteractiveVionlabsMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from .client import interactive_calls
-
         with interactive_calls():
             return self.get_response(request)

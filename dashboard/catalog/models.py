@@ -9,6 +9,7 @@ import datetime as dt
 
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.vionlabs import FINAL_STATUSES, IN_FLIGHT_STATUSES, Priority, Product, Status
@@ -106,8 +107,6 @@ class CatalogItem(models.Model):
         return f"{self.title} ({self.inventory_id})" if self.title else self.inventory_id
 
     def get_absolute_url(self) -> str:
-        from django.urls import reverse
-
         return reverse("catalog:item-detail", args=[self.pk])
 
 

@@ -18,9 +18,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Count, F, Q, QuerySet
@@ -29,6 +30,7 @@ from django.utils import timezone
 from dashboard.vionlabs.errors import VionlabsError, VionlabsRateLimited
 
 from . import services
+from .jobs import enqueue_on_commit, run_operation
 from .models import (
     CatalogItem,
     EventSource,
@@ -43,9 +45,6 @@ from .models import (
     TaskStatus,
 )
 from .validators import validate_version
-
-if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +171,6 @@ def operation_start(
 ) -> Operation:
     """Freeze the set (Operation + OperationItem rows in one transaction) and enqueue its run on commit.
     With `expected_count`/`max_item_id` from the preview, refuses (SelectionChanged) if the set differs."""
-    from .tasks import enqueue_on_commit, run_operation
-
     version = version.strip()
     reason = reason.strip()
     _validate(kind=kind, product=product, version=version, priority=priority)
@@ -331,8 +328,6 @@ def operation_run(*, operation_id: int, sleep: Callable[[float], None] = time.sl
 def operation_resume_stale(*, stale_after: dt.timedelta | None = None) -> list[int]:
     """Queue the job again for running (or cancelling) operations whose worker went away: no item finished
     for `stale_after`. The run only takes pending items, so nothing is counted or sent twice. Returns ids."""
-    from .tasks import enqueue_on_commit, run_operation
-
     if stale_after is None:
         stale_after = dt.timedelta(seconds=settings.OPERATION_STALE_AFTER)
     now = timezone.now()

@@ -15,10 +15,10 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
@@ -49,12 +49,8 @@ from .models import (
 )
 from .validators import VERSION_MAX_LENGTH, validate_version
 
-if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
-
-    User = AbstractBaseUser
-else:
-    User = Any
+#: Whoever acted: a user, or None for the system.
+User = AbstractBaseUser
 
 logger = logging.getLogger(__name__)
 

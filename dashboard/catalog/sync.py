@@ -27,6 +27,7 @@ from django.utils import timezone
 from dashboard.vionlabs.errors import VionlabsError
 
 from . import services
+from .jobs import enqueue_on_commit, refresh_item
 from .models import (
     UPSTREAM_NAME,
     CatalogItem,
@@ -211,8 +212,6 @@ def refresh_claimed_item(*, item_id: int, source: str = EventSource.SYNC) -> str
         # Do not call while paused; look again right after the pause.
         ProductTask.objects.in_flight().filter(item_id=item_id).update(next_check_at=breaker.paused_until)
         if source == EventSource.WEBHOOK:
-            from .tasks import refresh_item
-
             refresh_item.using(run_after=breaker.paused_until).enqueue(item_id, source)
         return "paused"
     item = CatalogItem.objects.filter(pk=item_id).first()
@@ -259,8 +258,6 @@ def run_cycle(
     """Refresh every in-flight task that is due now, once: claim batches and enqueue one refresh job per
     item (or, with `inline`, refresh here). Waits for the budget when it runs out; stops when the breaker
     is open, after a single probe when it is half-open."""
-    from .tasks import enqueue_on_commit, refresh_item
-
     report = CycleReport()
     cycle_start = timezone.now()
     while True:

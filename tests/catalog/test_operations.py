@@ -14,6 +14,7 @@ from django_tasks_db.models import DBTaskResult
 from dashboard.catalog import client as client_module
 from dashboard.catalog import operations
 from dashboard.catalog.forms import CatalogFilterForm
+from dashboard.catalog.jobs import run_operation
 from dashboard.catalog.models import (
     CatalogItem,
     EventSource,
@@ -25,7 +26,6 @@ from dashboard.catalog.models import (
     ProductTask,
     TaskEvent,
 )
-from dashboard.catalog.tasks import run_operation
 
 PRODUCT, VERSION = "adbreaks", "1.0.1"
 

@@ -8,8 +8,8 @@ from django.test import Client
 from django.urls import reverse
 from django_tasks_db.models import DBTaskResult
 
+from dashboard.catalog.jobs import refresh_item
 from dashboard.catalog.models import CatalogItem, EventSource, ProductTask, TaskEvent, WebhookDelivery
-from dashboard.catalog.tasks import refresh_item
 
 SECRET = "hook-secret-for-tests"
 URL = "/webhooks/vionlabs/"

@@ -13,8 +13,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from ..jobs import enqueue_on_commit, refresh_item
 from ..models import CatalogItem, EventSource, ProductChoices, WebhookDelivery
-from ..tasks import enqueue_on_commit, refresh_item
 from ..validators import INVENTORY_ID_MAX_LENGTH, VERSION_MAX_LENGTH
 
 logger = logging.getLogger(__name__)
