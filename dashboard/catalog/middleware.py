@@ -5,12 +5,14 @@ whatever fragment asked, which is nonsense to the person looking at the page.
 """
 
 from collections.abc import Callable
+from typing import Any
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django_htmx.http import HttpResponseClientRedirect
 
 from .client import interactive_calls
+from .views.common import HtmxHttpRequest
 
 
 class HtmxLoginRedirectMiddleware:
@@ -20,7 +22,13 @@ class HtmxLoginRedirectMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         return self.get_response(request)
 
-    def process_view(self, request, view_func, view_args, view_kwargs):
+    def process_view(
+        self,
+        request: HtmxHttpRequest,
+        view_func: Callable[..., HttpResponse],
+        view_args: tuple[Any, ...],
+        view_kwargs: dict[str, Any],
+    ) -> HttpResponse | None:
         # Runs before LoginRequiredMiddleware.process_view (middleware order), so it sees the request first.
         if not getattr(request, "htmx", False) or request.user.is_authenticated:
             return None

@@ -4,7 +4,7 @@ the changed fragment, an upstream error inside it with a 200 (htmx 2 does not sw
 from collections.abc import Callable
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -16,12 +16,12 @@ from ..models import CatalogItem, EventSource, ProductTask
 from ..permissions import operator_required
 from ..selectors import build_rows, enabled_settings
 from ..services import ActionRefused
-from .common import describe_error
+from .common import HtmxHttpRequest, describe_error
 from .pages import item_detail_context
 
 
 def action_done(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     *,
     item: CatalogItem,
     task: ProductTask | None,
@@ -42,7 +42,7 @@ def action_done(
 
 
 def run_task_action(
-    request: HttpRequest, pk: int, action: Callable[..., ProductTask], done_message: str
+    request: HtmxHttpRequest, pk: int, action: Callable[..., ProductTask], done_message: str
 ) -> HttpResponse:
     task = get_object_or_404(ProductTask.objects.select_related("item"), pk=pk)
     try:
@@ -54,25 +54,25 @@ def run_task_action(
 
 @require_POST
 @operator_required
-def task_refresh(request: HttpRequest, pk: int) -> HttpResponse:
+def task_refresh(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return run_task_action(request, pk, services.task_refresh, "Refreshed from Vionlabs.")
 
 
 @require_POST
 @operator_required
-def task_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
+def task_deactivate(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return run_task_action(request, pk, services.task_deactivate, "Deactivation sent to Vionlabs.")
 
 
 @require_POST
 @operator_required
-def task_retry(request: HttpRequest, pk: int) -> HttpResponse:
+def task_retry(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return run_task_action(request, pk, services.task_retry, "Task requested again.")
 
 
 @require_POST
 @operator_required
-def task_create(request: HttpRequest, pk: int) -> HttpResponse:
+def task_create(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     item = get_object_or_404(CatalogItem, pk=pk)
     products = enabled_settings()
     form = TaskCreateForm(data=request.POST, settings=products)
@@ -105,7 +105,7 @@ def task_create(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @operator_required
-def item_refresh(request: HttpRequest, pk: int) -> HttpResponse:
+def item_refresh(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     item = get_object_or_404(CatalogItem, pk=pk)
     try:
         services.item_refresh(item=item, actor=request.user, source=EventSource.USER)

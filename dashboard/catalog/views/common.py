@@ -4,6 +4,7 @@ import re
 
 from django.conf import settings
 from django.http import HttpRequest
+from django_htmx.middleware import HtmxDetails
 
 from dashboard.vionlabs import redaction
 from dashboard.vionlabs.errors import (
@@ -16,6 +17,12 @@ from dashboard.vionlabs.errors import (
 
 from ..permissions import OPERATE_PERMISSION
 from ..services import ActionRefused
+
+
+class HtmxHttpRequest(HttpRequest):
+    """A request that passed django-htmx's middleware, for typing views: `request.htmx` is always set."""
+
+    htmx: HtmxDetails
 
 
 def can_operate(request: HttpRequest) -> bool:

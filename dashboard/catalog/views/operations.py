@@ -17,7 +17,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -35,6 +35,7 @@ from ..models import (
     ProductSetting,
 )
 from ..permissions import OPERATE_PERMISSION, operator_required, viewer_required
+from .common import HtmxHttpRequest
 
 LIST_PAGE_SIZE = 50
 FAILURES_SHOWN = 200
@@ -94,7 +95,7 @@ def _hidden_selection(data: QueryDict) -> list[tuple[str, str]]:
 
 
 def _render_preview(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     choices: dict[str, str],
     *,
     data: QueryDict | None = None,
@@ -121,7 +122,7 @@ def _render_preview(
     return render(request, "catalog/operation_preview.html", context)
 
 
-def preview_for_items(request: HttpRequest, item_ids: list[int]) -> HttpResponse:
+def preview_for_items(request: HtmxHttpRequest, item_ids: list[int]) -> HttpResponse:
     """The preview page for items chosen elsewhere (the admin's bulk action), with the first enabled
     product's defaults preselected; the operator adjusts the choices and confirms there."""
     if not request.user.has_perm(OPERATE_PERMISSION):
@@ -137,14 +138,14 @@ def preview_for_items(request: HttpRequest, item_ids: list[int]) -> HttpResponse
 
 @require_POST
 @operator_required
-def operation_preview(request: HttpRequest) -> HttpResponse:
+def operation_preview(request: HtmxHttpRequest) -> HttpResponse:
     """What the operation would touch: count, breakdown by status, a sample; asks for a reason."""
     return _render_preview(request, _choices(request.POST))
 
 
 @require_POST
 @operator_required
-def operation_create(request: HttpRequest) -> HttpResponse:
+def operation_create(request: HtmxHttpRequest) -> HttpResponse:
     """Freeze the previewed set and start the operation in the background."""
     choices = _choices(request.POST)
     reason = request.POST.get("reason", "")
@@ -175,14 +176,14 @@ def operation_create(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @viewer_required
-def operation_list(request: HttpRequest) -> HttpResponse:
+def operation_list(request: HtmxHttpRequest) -> HttpResponse:
     """Every operation, newest first."""
     paginator = Paginator(Operation.objects.select_related("created_by").order_by("-created_at", "-pk"), 50)
     page = paginator.get_page(request.GET.get("page"))
     return render(request, "catalog/operation_list.html", {"page": page})
 
 
-def _progress_context(request: HttpRequest, operation: Operation) -> dict[str, Any]:
+def _progress_context(request: HtmxHttpRequest, operation: Operation) -> dict[str, Any]:
     """What the live region shows: progress, the failures so far (the first FAILURES_SHOWN), the buttons."""
     processed = operation.processed
     failures = list(
@@ -210,7 +211,7 @@ def _progress_context(request: HttpRequest, operation: Operation) -> dict[str, A
 
 @require_GET
 @viewer_required
-def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def operation_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """An operation: parameters, live progress, failures with their errors, cancel and retry."""
     operation = get_object_or_404(Operation.objects.select_related("created_by"), pk=pk)
     context = {
@@ -223,7 +224,7 @@ def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 @viewer_required
-def operation_progress(request: HttpRequest, pk: int) -> HttpResponse:
+def operation_progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The live region as a fragment; it carries its own poll trigger only while the operation is active."""
     operation = get_object_or_404(Operation, pk=pk)
     return render(request, "catalog/operation_detail.html#progress", _progress_context(request, operation))
@@ -231,7 +232,7 @@ def operation_progress(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @operator_required
-def operation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+def operation_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     operation = get_object_or_404(Operation, pk=pk)
     try:
         operation = operations.operation_cancel(operation=operation)
@@ -243,7 +244,7 @@ def operation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @operator_required
-def operation_retry_failures(request: HttpRequest, pk: int) -> HttpResponse:
+def operation_retry_failures(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     operation = get_object_or_404(Operation, pk=pk)
     try:
         retry = operations.operation_retry_failures(
@@ -257,7 +258,7 @@ def operation_retry_failures(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
-def operations_root(request: HttpRequest) -> HttpResponse:
+def operations_root(request: HtmxHttpRequest) -> HttpResponse:
     """`/operations/`: GET lists operations, POST creates one (each with its own permission check)."""
     if request.method == "POST":
         return operation_create(request)

@@ -3,7 +3,7 @@
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -24,7 +24,7 @@ from ..selectors import (
     task_is_active,
 )
 from ..stuck import compute_thresholds, stuck_filter
-from .common import can_operate
+from .common import HtmxHttpRequest, can_operate
 
 #: Children shown when a series or season is expanded; the rest are one filtered catalog page away.
 CHILDREN_LIMIT = 200
@@ -32,7 +32,7 @@ CHILDREN_LIMIT = 200
 
 @require_GET
 @viewer_required
-def overview(request: HttpRequest) -> HttpResponse:
+def overview(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "catalog/overview.html", selectors.overview_context())
 
 
@@ -41,7 +41,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @viewer_required
-def item_list(request: HttpRequest) -> HttpResponse:
+def item_list(request: HtmxHttpRequest) -> HttpResponse:
     all_settings = product_settings()
     products = enabled_of(all_settings)
     form = CatalogFilterForm(data=request.GET)
@@ -85,7 +85,7 @@ def item_list(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @viewer_required
-def item_children(request: HttpRequest, pk: int) -> HttpResponse:
+def item_children(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The rows under a series or season (seasons with their own roll-ups), for the catalog's expand."""
     parent = get_object_or_404(CatalogItem, pk=pk)
     products = enabled_settings()
@@ -109,7 +109,7 @@ def item_children(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def item_detail_context(
-    request: HttpRequest, item: CatalogItem, *, all_settings: list[ProductSetting] | None = None
+    request: HtmxHttpRequest, item: CatalogItem, *, all_settings: list[ProductSetting] | None = None
 ) -> dict[str, Any]:
     return {
         **selectors.item_detail_context(item, all_settings=all_settings),
@@ -119,7 +119,7 @@ def item_detail_context(
 
 @require_GET
 @viewer_required
-def item_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def item_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     item = get_object_or_404(CatalogItem.objects.select_related("parent"), pk=pk)
     if request.htmx and request.htmx.target == f"create-form-{item.pk}":
         # The product select changed: prefill that product's default version and priority.
@@ -132,7 +132,7 @@ def item_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 @viewer_required
-def task_list(request: HttpRequest) -> HttpResponse:
+def task_list(request: HtmxHttpRequest) -> HttpResponse:
     all_settings = product_settings()
     form = TaskFilterForm(data=request.GET)
     thresholds = compute_thresholds(all_settings)

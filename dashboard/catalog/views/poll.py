@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET
 from .. import selectors
 from ..permissions import viewer_required
 from ..selectors import POLL_ROW_MODES, poll_context
-from .common import can_operate
+from .common import HtmxHttpRequest, can_operate
 
 #: Rows a poll may cover (a page never shows more).
 POLL_MAX_IDS = 500
@@ -29,7 +29,7 @@ def parse_ids(text: str) -> list[int]:
 
 @require_GET
 @viewer_required
-def poll(request: HttpRequest) -> HttpResponse:
+def poll(request: HtmxHttpRequest) -> HttpResponse:
     """Badges changed since the last poll, as out-of-band swaps, and the poll element itself re-rendered
     (without its trigger when nothing it covers is in flight, which ends the polling). Database only."""
     now = timezone.now()

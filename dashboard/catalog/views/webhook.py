@@ -9,13 +9,14 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from ..jobs import enqueue_on_commit, refresh_item
 from ..models import CatalogItem, EventSource, ProductChoices, WebhookDelivery
 from ..validators import INVENTORY_ID_MAX_LENGTH, VERSION_MAX_LENGTH
+from .common import HtmxHttpRequest
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def _payload(body: bytes) -> dict[str, str]:
 @csrf_exempt
 @login_not_required
 @require_POST
-def webhook_vionlabs(request: HttpRequest) -> HttpResponse:
+def webhook_vionlabs(request: HtmxHttpRequest) -> HttpResponse:
     """Vionlabs says a task finished: check the shared secret, note the delivery, enqueue a refresh (the
     payload carries no outcome, so the status is re-read). Answers at once; makes no HTTP call."""
     secret = settings.VIONLABS_WEBHOOK_SECRET
