@@ -14,10 +14,9 @@ from .. import services
 from ..forms import TaskCreateForm
 from ..models import CatalogItem, EventSource, ProductTask
 from ..permissions import operator_required
-from ..selectors import build_rows, enabled_settings
+from ..selectors import build_rows, enabled_settings, item_detail_context
 from ..services import ActionRefused
 from .common import HtmxHttpRequest, describe_error
-from .pages import item_detail_context
 
 
 def action_done(
@@ -33,7 +32,7 @@ def action_done(
     if not request.htmx:
         (messages.success if ok else messages.error)(request, message)
         return redirect(item)
-    ctx = item_detail_context(request, item)
+    ctx = item_detail_context(item)
     ctx.update({"message": message, "message_ok": ok, "message_task_pk": task.pk if task else None})
     if task is not None and request.POST.get("fragment") != "task-table":
         ctx["task"] = next((t for t in ctx["tasks"] if t.pk == task.pk), task)
@@ -96,7 +95,7 @@ def task_create(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if not request.htmx:
         (messages.success if ok else messages.error)(request, message)
         return redirect(item)
-    ctx = item_detail_context(request, item)
+    ctx = item_detail_context(item)
     if not ok:
         ctx["create_form"] = form
     ctx.update({"create_message": message, "message_ok": ok})
@@ -118,7 +117,6 @@ def item_refresh(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         ctx = {
             "row": build_rows([item], products)[0],
             "products": products,
-            "can_operate": True,
             "row_message": message,
             "message_ok": ok,
             "depth": min(int(depth), 3) if (depth := request.POST.get("depth", "0")).isdigit() else 0,

@@ -15,7 +15,6 @@ from dashboard.vionlabs.errors import (
     VionlabsUnavailable,
 )
 
-from ..permissions import OPERATE_PERMISSION
 from ..services import ActionRefused
 
 
@@ -23,10 +22,6 @@ class HtmxHttpRequest(HttpRequest):
     """A request that passed django-htmx's middleware, for typing views: `request.htmx` is always set."""
 
     htmx: HtmxDetails
-
-
-def can_operate(request: HttpRequest) -> bool:
-    return request.user.has_perm(OPERATE_PERMISSION)
 
 
 def redact(text: str) -> str:

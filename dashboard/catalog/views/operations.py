@@ -205,7 +205,6 @@ def _progress_context(request: HtmxHttpRequest, operation: Operation) -> dict[st
         "failures": failures,
         "failures_shown": FAILURES_SHOWN,
         "cancelled": cancelled,
-        "can_operate": request.user.has_perm(OPERATE_PERMISSION),
     }
 
 

@@ -1,7 +1,5 @@
 """The pages: overview, catalog (with its expandable children), item page and task list. Reads only."""
 
-from typing import Any
-
 from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -10,7 +8,7 @@ from django.views.decorators.http import require_GET
 
 from .. import selectors
 from ..forms import UNANSWERED, CatalogFilterForm, TaskCreateForm, TaskFilterForm
-from ..models import CatalogItem, ProductSetting, ProductTask
+from ..models import CatalogItem, ProductTask
 from ..pagination import Page, bounded_count, keyset_page
 from ..permissions import viewer_required
 from ..selectors import (
@@ -24,7 +22,7 @@ from ..selectors import (
     task_is_active,
 )
 from ..stuck import compute_thresholds, stuck_filter
-from .common import HtmxHttpRequest, can_operate
+from .common import HtmxHttpRequest
 
 #: Children shown when a series or season is expanded; the rest are one filtered catalog page away.
 CHILDREN_LIMIT = 200
@@ -74,7 +72,6 @@ def item_list(request: HtmxHttpRequest) -> HttpResponse:
         "count_exact": count_exact,
         "base_query": base_query.urlencode(),
         "filter_query": form.filter_query(),
-        "can_operate": can_operate(request),
         **poll_context(items=[r.item.pk for r in rows], active=any(r.in_flight for r in rows)),
     }
     template = "catalog/item_list.html"
@@ -100,21 +97,11 @@ def item_children(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "depth": min(int(depth), 3) if depth.isdigit() else 0,
         "truncated": len(children) > CHILDREN_LIMIT,
         "products": products,
-        "can_operate": can_operate(request),
     }
     return render(request, "catalog/item_list.html#item-children", ctx)
 
 
 # --- item page -----------------------------------------------------------------------------------------
-
-
-def item_detail_context(
-    request: HtmxHttpRequest, item: CatalogItem, *, all_settings: list[ProductSetting] | None = None
-) -> dict[str, Any]:
-    return {
-        **selectors.item_detail_context(item, all_settings=all_settings),
-        "can_operate": can_operate(request),
-    }
 
 
 @require_GET
@@ -125,9 +112,9 @@ def item_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         # The product select changed: prefill that product's default version and priority.
         products = enabled_settings()
         form = TaskCreateForm(settings=products, initial={"product": request.GET.get("product", "")})
-        ctx = {"item": item, "create_form": form, "can_operate": can_operate(request)}
+        ctx = {"item": item, "create_form": form}
         return render(request, "catalog/item_detail.html#create-form", ctx)
-    return render(request, "catalog/item_detail.html", item_detail_context(request, item))
+    return render(request, "catalog/item_detail.html", selectors.item_detail_context(item))
 
 
 @require_GET

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET
 from .. import selectors
 from ..permissions import viewer_required
 from ..selectors import POLL_ROW_MODES, poll_context
-from .common import HtmxHttpRequest, can_operate
+from .common import HtmxHttpRequest
 
 #: Rows a poll may cover (a page never shows more).
 POLL_MAX_IDS = 500
@@ -47,7 +47,6 @@ def poll(request: HtmxHttpRequest) -> HttpResponse:
         "cells": cells,
         "changed_tasks": changed_tasks,
         "rows": rows,
-        "can_operate": can_operate(request),
         "announcements": [
             f"{t.item.inventory_id} {t.product} {t.version}: {t.status or 'no answer yet'}"
             for t in changed_tasks
