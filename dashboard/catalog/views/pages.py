@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET
 
 from .. import selectors
 from ..forms import UNANSWERED, CatalogFilterForm, TaskCreateForm, TaskFilterForm
-from ..models import CatalogItem, ProductTask
+from ..models import CatalogItem, OperationKind, PriorityChoices, ProductTask
 from ..pagination import Page, bounded_count, keyset_page
 from ..permissions import viewer_required
 from ..selectors import (
@@ -72,6 +72,8 @@ def item_list(request: HtmxHttpRequest) -> HttpResponse:
         "count_exact": count_exact,
         "base_query": base_query.urlencode(),
         "filter_query": form.filter_query(),
+        "operation_kinds": OperationKind.choices,
+        "priorities": PriorityChoices.choices,
         **poll_context(items=[r.item.pk for r in rows], active=any(r.in_flight for r in rows)),
     }
     template = "catalog/item_list.html"
