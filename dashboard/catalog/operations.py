@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -311,17 +312,11 @@ def operation_run(*, operation_id: int, sleep: Callable[[float], None] = time.sl
     )
     run = _Run(op, pending)
     threads = max(1, min(int(settings.BULK_CONCURRENCY), len(pending)))
-    errors: list[BaseException] = []
-    workers = [
-        threading.Thread(
-            target=_worker, args=(run, errors, sleep), name=f"operation-{op.pk}-{n}", daemon=True
-        )
-        for n in range(threads)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    # One long-lived loop per thread rather than one future per item: each thread pulls items until none
+    # are left or cancel is asked, and closes its own database connection when it stops.
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"operation-{op.pk}") as pool:
+        futures = [pool.submit(_worker, run, sleep) for _ in range(threads)]
+    errors = [error for future in futures if (error := future.exception()) is not None]
     return _finish(op, run, errors)
 
 
@@ -348,16 +343,16 @@ def operation_resume_stale(*, stale_after: dt.timedelta | None = None) -> list[i
     return [op.pk for op in stale]
 
 
-def _worker(run: _Run, errors: list[BaseException], sleep: Callable[[float], None]) -> None:
+def _worker(run: _Run, sleep: Callable[[float], None]) -> None:
     try:
         while not run.cancel_requested():
             entry = run.next_item()
             if entry is None:
                 return
             _process(run, *entry, sleep=sleep)
-    except BaseException as error:  # recorded on the operation; the other threads carry on
+    except BaseException:  # recorded on the operation (through the future); the other threads carry on
         logger.exception("Operation %s: a worker thread stopped", run.op.pk)
-        errors.append(error)
+        raise
     finally:
         # Each thread has its own connection: close it, or a long-lived worker leaks one per thread per run.
         connection.close()
