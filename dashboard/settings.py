@@ -40,8 +40,12 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_tasks_db",
     "dashboard.catalog",
-    "dashboard.sandbox",
 ]
+#: The local stand-in for Vionlabs is an app (for `manage.py run_sandbox`) only where it is used: in
+#: development, in the tests, or with SANDBOX=true. A production process does not carry it.
+SANDBOX = env.bool("SANDBOX", default=DEBUG)
+if SANDBOX:
+    INSTALLED_APPS.append("dashboard.sandbox")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
