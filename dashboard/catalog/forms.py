@@ -20,7 +20,7 @@ from .models import (
     TaskStatus,
 )
 from .pagination import decode_cursor
-from .validators import VERSION_MAX_LENGTH
+from .validators import INVENTORY_ID_MAX_LENGTH, VERSION_MAX_LENGTH
 
 #: The status filter's value for tasks Vionlabs has not answered for yet (stored as an empty status).
 UNANSWERED = "unanswered"
@@ -204,3 +204,102 @@ class TaskCreateForm(forms.Form):
             self.initial.setdefault("product", chosen.product)
             self.initial.setdefault("version", chosen.default_version)
             self.initial.setdefault("priority", chosen.default_priority)
+
+
+class OperationChoicesForm(forms.Form):
+    """What a bulk operation would do: kind, product, version, priority, as the catalog's bulk form and the
+    preview post them. Only parsed here; `operations` judges them (the same rules as the admin's actions).
+    A blank version or priority takes the product's defaults."""
+
+    kind = forms.CharField(required=False)
+    product = forms.CharField(required=False)
+    version = forms.CharField(required=False)
+    priority = forms.CharField(required=False)
+
+    def _text(self, name: str) -> str:
+        # A value the field refused (a NUL, say) is passed on as sent, and `operations` refuses it in words.
+        if name in self.cleaned_data:
+            return self.cleaned_data[name]
+        return str(self.data.get(name, "")).strip()
+
+    def choices(self) -> dict[str, str]:
+        """The four choices, defaults filled in; call after `is_valid()`."""
+        product, version, priority = self._text("product"), self._text("version"), self._text("priority")
+        if product and (not version or not priority):
+            setting = ProductSetting.objects.filter(product=product).first()
+            if setting is not None:
+                version = version or setting.default_version
+                priority = priority or setting.default_priority
+        return {
+            "kind": self._text("kind"),
+            "product": product,
+            "version": version,
+            "priority": priority or PriorityChoices.LOW,
+        }
+
+
+class OperationConfirmForm(OperationChoicesForm):
+    """The preview's confirmation: the choices, the reason, and what the preview showed (count, last id)."""
+
+    reason = forms.CharField(required=False, strip=False)
+    expected_count = forms.IntegerField()
+    max_item_id = forms.IntegerField()
+
+
+class WebhookPayloadForm(forms.Form):
+    """The webhook's JSON object. Fields take the values as decoded (no coercion of a number to a string);
+    `first_error()` is the message for the sender."""
+
+    inventory_id = forms.Field(required=False)
+    product = forms.Field(required=False)
+    version = forms.Field(required=False)
+    timestamp = forms.Field(required=False)
+    type = forms.Field(required=False)
+
+    def _required_string(self, name: str) -> str:
+        value = self.cleaned_data.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise forms.ValidationError(f"`{name}` is required and must be a non-empty string.")
+        return value
+
+    def _too_long(self) -> forms.ValidationError:
+        return forms.ValidationError(
+            f"`inventory_id` ({INVENTORY_ID_MAX_LENGTH}) or `version` ({VERSION_MAX_LENGTH}) is too long."
+        )
+
+    def clean_inventory_id(self) -> str:
+        value = self._required_string("inventory_id")
+        if len(value) > INVENTORY_ID_MAX_LENGTH:
+            raise self._too_long()
+        return value
+
+    def clean_product(self) -> str:
+        value = self._required_string("product")
+        if value not in ProductChoices.values:
+            raise forms.ValidationError(f"`product` {value[:40]!r} is not a known Vionlabs product.")
+        return value
+
+    def clean_version(self) -> str:
+        value = self._required_string("version")
+        if len(value) > VERSION_MAX_LENGTH:
+            raise self._too_long()
+        return value
+
+    def clean_timestamp(self) -> str:
+        if "timestamp" not in self.data:
+            return ""
+        value = self.cleaned_data.get("timestamp")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise forms.ValidationError("`timestamp` must be a string or a number.")
+        return str(value)[:64]
+
+    def clean_type(self) -> str:
+        value = self.cleaned_data.get("type")
+        return value[:32] if isinstance(value, str) else ""
+
+    def first_error(self) -> str:
+        """The first problem, in field order (the task's key first)."""
+        for name in self.fields:
+            if name in self.errors:
+                return self.errors[name][0]
+        return ""

@@ -22,7 +22,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .. import operations
-from ..forms import CatalogFilterForm
+from ..forms import CatalogFilterForm, OperationChoicesForm, OperationConfirmForm
 from ..models import (
     CatalogItem,
     Operation,
@@ -76,16 +76,9 @@ def _selection(data: QueryDict) -> tuple[QuerySet[CatalogItem], dict[str, Any]]:
 
 
 def _choices(data: QueryDict) -> dict[str, str]:
-    kind = data.get("kind", "")
-    product = data.get("product", "")
-    version = (data.get("version") or "").strip()
-    priority = data.get("priority") or ""
-    if product and (not version or not priority):
-        setting = ProductSetting.objects.filter(product=product).first()
-        if setting is not None:
-            version = version or setting.default_version
-            priority = priority or setting.default_priority
-    return {"kind": kind, "product": product, "version": version, "priority": priority or PriorityChoices.LOW}
+    form = OperationChoicesForm(data=data)
+    form.is_valid()  # only parses: `operations` judges the values, with the same words everywhere
+    return form.choices()
 
 
 def _hidden_selection(data: QueryDict) -> list[tuple[str, str]]:
@@ -147,13 +140,13 @@ def operation_preview(request: HtmxHttpRequest) -> HttpResponse:
 @operator_required
 def operation_create(request: HtmxHttpRequest) -> HttpResponse:
     """Freeze the previewed set and start the operation in the background."""
-    choices = _choices(request.POST)
-    reason = request.POST.get("reason", "")
-    try:
-        expected = int(request.POST["expected_count"])
-        max_item_id = int(request.POST["max_item_id"])
-    except (KeyError, ValueError):
+    form = OperationConfirmForm(data=request.POST)
+    valid = form.is_valid()
+    choices = form.choices()
+    reason = form.cleaned_data.get("reason", "")
+    if not valid:
         return _render_preview(request, choices, reason=reason, error="Check the preview before confirming.")
+    expected, max_item_id = form.cleaned_data["expected_count"], form.cleaned_data["max_item_id"]
     try:
         items, params = _selection(request.POST)
         operation = operations.operation_start(

@@ -13,14 +13,13 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from ..forms import WebhookPayloadForm
 from ..jobs import enqueue_on_commit, refresh_item
-from ..models import CatalogItem, EventSource, ProductChoices, WebhookDelivery
-from ..validators import INVENTORY_ID_MAX_LENGTH, VERSION_MAX_LENGTH
+from ..models import CatalogItem, EventSource, WebhookDelivery
 from .common import HtmxHttpRequest
 
 logger = logging.getLogger(__name__)
 
-WEBHOOK_FIELDS = ("inventory_id", "product", "version")
 WEBHOOK_MAX_BYTES = 64 * 1024
 
 
@@ -29,32 +28,17 @@ def _bad_payload(message: str) -> JsonResponse:
 
 
 def _payload(body: bytes) -> dict[str, str]:
-    """The delivery's key fields, validated; raises ValidationError with a message for the sender."""
+    """The delivery's fields, validated; raises ValidationError with a message for the sender."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError) as error:
         raise ValidationError("The body is not valid JSON.") from error
     if not isinstance(data, dict):
         raise ValidationError("The body must be a JSON object.")
-    fields: dict[str, str] = {}
-    for name in WEBHOOK_FIELDS:
-        value = data.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise ValidationError(f"`{name}` is required and must be a non-empty string.")
-        fields[name] = value
-    if len(fields["inventory_id"]) > INVENTORY_ID_MAX_LENGTH or len(fields["version"]) > VERSION_MAX_LENGTH:
-        raise ValidationError(
-            f"`inventory_id` ({INVENTORY_ID_MAX_LENGTH}) or `version` ({VERSION_MAX_LENGTH}) is too long."
-        )
-    if fields["product"] not in ProductChoices.values:
-        raise ValidationError(f"`product` {fields['product'][:40]!r} is not a known Vionlabs product.")
-    timestamp = data.get("timestamp", "")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, str | int | float):
-        raise ValidationError("`timestamp` must be a string or a number.")
-    fields["timestamp"] = str(timestamp)[:64]
-    kind = data.get("type", "")
-    fields["type"] = kind[:32] if isinstance(kind, str) else ""
-    return fields
+    form = WebhookPayloadForm(data=data)
+    if not form.is_valid():
+        raise ValidationError(form.first_error())
+    return form.cleaned_data
 
 
 @csrf_exempt
