@@ -38,6 +38,8 @@ KNOWN_STATUS_ORDER = [
     TaskStatus.FAILED,
     TaskStatus.DEACTIVATED,
 ]
+#: What a status filter suggests: the known statuses, then "no answer yet".
+STATUS_FILTER_VALUES = [*(str(status) for status in KNOWN_STATUS_ORDER), UNANSWERED]
 
 
 def product_settings() -> list[ProductSetting]:

@@ -7,12 +7,12 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from .. import selectors
-from ..forms import UNANSWERED, CatalogFilterForm, TaskCreateForm, TaskFilterForm
+from ..forms import CatalogFilterForm, TaskCreateForm, TaskFilterForm
 from ..models import CatalogItem, OperationKind, PriorityChoices, ProductTask
 from ..pagination import Page, bounded_count, keyset_page
 from ..permissions import viewer_required
 from ..selectors import (
-    KNOWN_STATUS_ORDER,
+    STATUS_FILTER_VALUES,
     ItemRow,
     build_rows,
     enabled_of,
@@ -72,6 +72,7 @@ def item_list(request: HtmxHttpRequest) -> HttpResponse:
         "count_exact": count_exact,
         "base_query": base_query.urlencode(),
         "filter_query": form.filter_query(),
+        "known_statuses": STATUS_FILTER_VALUES,
         "operation_kinds": OperationKind.choices,
         "priorities": PriorityChoices.choices,
         **poll_context(items=[r.item.pk for r in rows], active=any(r.in_flight for r in rows)),
@@ -154,7 +155,7 @@ def task_list(request: HtmxHttpRequest) -> HttpResponse:
         "count": count,
         "count_exact": count_exact,
         "base_query": base_query.urlencode(),
-        "known_statuses": [*KNOWN_STATUS_ORDER, UNANSWERED],
+        "known_statuses": STATUS_FILTER_VALUES,
         **poll_context(
             tasks=[t.pk for t in page.rows], rows="tasks", active=any(task_is_active(t) for t in page.rows)
         ),
