@@ -5,7 +5,11 @@ library frames: a request that failed inside `requests` holds the full URL, `?ke
 them. This filter blanks any frame variable whose text contains the key in any encoding it travels in.
 """
 
+from types import FrameType
+from typing import Any
+
 from django.conf import settings
+from django.http import HttpRequest
 from django.views.debug import SafeExceptionReporterFilter
 
 from dashboard.vionlabs.redaction import contains_key
@@ -14,7 +18,9 @@ REDACTED = "[value hidden: it contains the Vionlabs API key]"
 
 
 class KeyRedactingExceptionReporterFilter(SafeExceptionReporterFilter):
-    def get_traceback_frame_variables(self, request, tb_frame):
+    def get_traceback_frame_variables(
+        self, request: HttpRequest | None, tb_frame: FrameType
+    ) -> list[tuple[str, Any]]:
         variables = super().get_traceback_frame_variables(request, tb_frame)
         key = getattr(settings, "VIONLABS_API_KEY", "")
         if not key:
