@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run prod test test-fast lint format check bench bench-bulk clean help
+.PHONY: run prod test test-fast test-slow lint format check bench bench-bulk clean help
 
 help:
 	@sed -n '1,5p' Makefile
@@ -36,6 +36,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
 
+# Only the long-running tests (soak, large imports) that `make test` leaves out.
+test-slow: $(STAMP)
+	$(PY) -m pytest --run-slow -m slow $(PYTEST_ARGS)
+
 # Benchmarks print numbers; they are not tests. Bigger runs: see the README.
 bench: $(STAMP)
 	$(PY) -m dashboard.sandbox.bench
@@ -49,6 +53,7 @@ bench-bulk: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy dashboard
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

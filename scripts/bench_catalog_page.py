@@ -106,8 +106,8 @@ def main() -> None:
     from django.db import connection
     from django.test import Client
 
-    from dashboard.catalog.forms import encode_cursor
     from dashboard.catalog.models import CatalogItem
+    from dashboard.catalog.pagination import encode_cursor
 
     call_command("migrate", verbosity=0)
     existing = CatalogItem.objects.count()

@@ -13,11 +13,10 @@ from django.test import override_settings
 from django_tasks_db.models import DBTaskResult
 
 from dashboard.catalog.client import reset_clients
+from dashboard.catalog.jobs import enqueue_on_commit, refresh_item, run_operation
 from dashboard.catalog.models import CatalogItem
-from dashboard.catalog.tasks import enqueue_on_commit, refresh_item, run_operation
 from dashboard.logs import ContextFilter, log_context
 from dashboard.vionlabs.client import redact_key
-from tests.catalog.ui_fixtures import viewer, viewer_client  # noqa: F401
 from tests.vionlabs.fakes import closed_port_url
 from tests.vionlabs.test_redaction import CANARY
 
@@ -136,7 +135,7 @@ def collected():
     root.removeHandler(handler)
 
 
-def test_a_requests_log_lines_carry_its_id_and_user(viewer_client, viewer, collected):  # noqa: F811
+def test_a_requests_log_lines_carry_its_id_and_user(viewer_client, viewer, collected):
     response = viewer_client.get("/items/999999/", headers={"X-Request-ID": "req-404"})
     assert response.status_code == 404
     (record,) = [r for r in collected if r.name == "django.request"]

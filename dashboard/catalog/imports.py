@@ -27,7 +27,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, cast
 
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, transaction
@@ -36,7 +36,8 @@ from django.utils import timezone
 from dashboard.vionlabs import CatalogEntry
 from dashboard.vionlabs.errors import VionlabsError
 
-from .models import CatalogItem, ItemKind, validate_inventory_id
+from .models import CatalogItem, ItemKind
+from .validators import validate_inventory_id
 
 BATCH_SIZE: Final = 1000
 # Largest CSV field accepted (characters). Well above any real title or metadata value, and it bounds memory
@@ -56,9 +57,10 @@ FORMATS: Final = (FORMAT_CSV, FORMAT_JSONL)
 _JSONL_SUFFIXES: Final = {".jsonl", ".ndjson"}
 
 _KNOWN_COLUMNS: Final = ("inventory_id", "title", "kind", "parent_id")
-_ID_MAX: Final = CatalogItem._meta.get_field("inventory_id").max_length
-_TITLE_MAX: Final = CatalogItem._meta.get_field("title").max_length
-_VIONLABS_ID_MAX: Final = CatalogItem._meta.get_field("vionlabs_id").max_length
+# CharFields: max_length is always set (the stubs type it int | None for every field).
+_ID_MAX: Final = cast(int, CatalogItem._meta.get_field("inventory_id").max_length)
+_TITLE_MAX: Final = cast(int, CatalogItem._meta.get_field("title").max_length)
+_VIONLABS_ID_MAX: Final = cast(int, CatalogItem._meta.get_field("vionlabs_id").max_length)
 _KINDS: Final = frozenset(ItemKind.values)
 
 _CREATED, _UPDATED, _UNCHANGED = 1, 2, 3
@@ -613,7 +615,7 @@ class _FileImporter:
         """
         ids = [row.inventory_id for row in batch]
         with transaction.atomic():
-            existing = {
+            existing: dict[str, tuple[str, str, Any, int | None]] = {
                 inventory_id: (title, kind, metadata, parent)
                 for inventory_id, title, kind, metadata, parent in CatalogItem.objects.filter(
                     inventory_id__in=ids

@@ -44,9 +44,11 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Max, Q, QuerySet
 from django.http import QueryDict
@@ -57,6 +59,7 @@ from dashboard.vionlabs.errors import VionlabsError, VionlabsRateLimited
 from . import services
 from .client import throttle_remaining
 from .forms import CatalogFilterForm
+from .jobs import enqueue_on_commit, run_operation
 from .models import (
     CatalogItem,
     ChunkState,
@@ -76,9 +79,7 @@ from .models import (
     SelectionItem,
     TaskStatus,
 )
-
-if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+from .validators import validate_version
 
 logger = logging.getLogger(__name__)
 
@@ -253,15 +254,17 @@ def _validate(*, kind: str, product: str, version: str, priority: str) -> None:
         raise OperationRefused("Choose a product.")
     if not version.strip():
         raise OperationRefused("Choose a version.")
-    if len(version) > ProductTask._meta.get_field("version").max_length:
-        raise OperationRefused("The version is too long (at most 100 characters).")
-    if "\x00" in version:
-        raise OperationRefused("The version cannot contain a NUL character.")
+    try:
+        validate_version(version)
+    except ValidationError as invalid:
+        raise OperationRefused(invalid.messages[0]) from invalid
     if priority not in PriorityChoices.values:
         raise OperationRefused("Choose a priority: low, medium or high.")
 
 
 def _would_skip(kind: str, status: str) -> bool:
+    """The bulk skip rule, for the preview's count and the run alike: True if `kind` has nothing to do on
+    an item whose task for the chosen product and version has `status` (NO_TASK: there is none)."""
     if kind == OperationKind.CREATE:
         return status in TaskStatus.ACTIVE
     if kind == OperationKind.RETRY:
@@ -365,8 +368,6 @@ def operation_start(
     (its failures) or `items` (a queryset, kept as a Selection here: for small sets made in code).
     With `expected_count`/`max_item_id` from the preview, the freeze refuses a set that differs. With the
     preview's `token`, a second call raises AlreadyConfirmed naming the first operation."""
-    from .tasks import enqueue_on_commit, run_operation  # tasks imports this module
-
     if token:
         existing = Operation.objects.filter(token=token).first()
         if existing is not None:
@@ -474,8 +475,6 @@ def operation_freeze(*, operation_id: int) -> Operation | None:
     """Write the operation's frozen set in batches (items and chunks), then check it against the preview and
     start the run: state `running` and BULK_FANOUT runner jobs on commit. Does nothing to an operation no
     longer freezing; safe to call from two workers at once."""
-    from .tasks import enqueue_on_commit, run_operation  # tasks imports this module
-
     op = Operation.objects.filter(pk=operation_id).first()
     if op is None or op.state != OperationState.FREEZING:
         return op
@@ -815,32 +814,39 @@ def _process(run: _ChunkRun, row: OperationItem, task: ProductTask | None) -> No
     )
 
 
+def _skip_note(kind: str, status: str, product: str, version: str) -> str:
+    """Why `_would_skip` skips an item, in words for the operation's page."""
+    if kind == OperationKind.CREATE:
+        return f"Already {status} for {product} {version}."
+    if status == NO_TASK:
+        return f"No {product} {version} task for this item."
+    if kind == OperationKind.DEACTIVATE:
+        return "Already deactivated."
+    return f"Not failed or deactivated (it is {status or 'unanswered'})."
+
+
 def _act(op: Operation, item: CatalogItem, task: ProductTask | None) -> tuple[str, str]:
-    """Do the operation's action on one item; returns (state, note). Raises what the services raise."""
+    """Do the operation's action on one item (its task for the product and version as read with the chunk);
+    returns (state, note). Raises what the services raise (which check the task again under its lock)."""
     params = op.params or {}
     product, version = params.get("product", ""), params.get("version", "")
     status = task.status if task else NO_TASK
+    if _would_skip(op.kind, status):
+        return OperationItemState.SKIPPED, _skip_note(op.kind, status, product, version)
     common: dict[str, Any] = {"actor": op.created_by, "source": EventSource.BULK, "operation": op}
     if op.kind == OperationKind.CREATE:
-        if status in TaskStatus.ACTIVE:
-            return OperationItemState.SKIPPED, f"Already {status} for {product} {version}."
         services.task_create(
             item=item, product=product, version=version, priority=params.get("priority", "low"),
             note=op.reason, **common,
         )  # fmt: skip
         return OperationItemState.DONE, ""
-    if task is None:
-        return OperationItemState.SKIPPED, f"No {product} {version} task for this item."
+    assert task is not None  # _would_skip skips a missing task for every kind but create
     task.item = item
     if op.kind == OperationKind.REFRESH:
         services.task_refresh(task=task, **common)
     elif op.kind == OperationKind.DEACTIVATE:
-        if status == TaskStatus.DEACTIVATED:
-            return OperationItemState.SKIPPED, "Already deactivated."
         services.task_deactivate(task=task, note=op.reason, **common)
     elif op.kind == OperationKind.RETRY:
-        if status not in TaskStatus.RETRYABLE:
-            return OperationItemState.SKIPPED, f"Not failed or deactivated (it is {status or 'unanswered'})."
         services.task_retry(task=task, note=op.reason, **common)
     return OperationItemState.DONE, ""
 
@@ -908,8 +914,6 @@ def _finish(operation_id: int) -> Operation | None:
 def operation_resume_stale(*, stale_after: dt.timedelta | None = None) -> list[int]:
     """Queue a runner again for active operations whose workers went away (no heartbeat for `stale_after`):
     it goes on freezing, or takes over the chunks whose lease ran out. Returns the operations' ids."""
-    from .tasks import enqueue_on_commit, run_operation  # tasks imports this module
-
     if stale_after is None:
         stale_after = dt.timedelta(seconds=settings.OPERATION_STALE_AFTER)
     now = timezone.now()

@@ -540,7 +540,7 @@ class Sandbox:
         item_type = data.get("type", "standalone")
         if item_type not in ITEM_TYPES:
             errors.append(_enum_error(["body", "type"], item_type, ITEM_TYPES))
-        if errors:
+        if errors or not isinstance(item_id, str):  # the second test only narrows the type: errors says it
             return Answer(422, {"detail": errors})
         return Answer(200, self.state.catalog_put(item_id, item_type))
 
@@ -795,7 +795,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes | None:
         """The whole request body (read even when unused, to keep the connection in step); None if too big."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks, total = [], 0
+            chunks: list[bytes] = []
+            total = 0
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:

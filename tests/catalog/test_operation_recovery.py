@@ -10,6 +10,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from dashboard.catalog import operations
+from dashboard.catalog.jobs import run_operation
 from dashboard.catalog.models import (
     CatalogItem,
     ChunkState,
@@ -19,7 +20,6 @@ from dashboard.catalog.models import (
     OperationItemState,
     OperationState,
 )
-from dashboard.catalog.tasks import run_operation
 
 from .test_operations import enabled_product, freeze, make_items, posts, start  # noqa: F401
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Permission
 from django.http import QueryDict
 from django.urls import reverse
 from django_tasks_db.models import DBTaskResult
@@ -15,6 +15,7 @@ from django_tasks_db.models import DBTaskResult
 from dashboard.catalog import client as client_module
 from dashboard.catalog import operations
 from dashboard.catalog.forms import CatalogFilterForm
+from dashboard.catalog.jobs import run_operation
 from dashboard.catalog.models import (
     CatalogItem,
     EventSource,
@@ -28,11 +29,18 @@ from dashboard.catalog.models import (
     Selection,
     TaskEvent,
 )
-from dashboard.catalog.tasks import run_operation
+from tests.factories import rebuild_role_groups
 
 PRODUCT, VERSION = "adbreaks", "1.0.1"
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def role_groups():
+    """Transactional tests flush the tables, the role groups of migration 0003 included: make them again for
+    the `operator` and `viewer` fixtures."""
+    rebuild_role_groups()
 
 
 @pytest.fixture(autouse=True)
@@ -272,27 +280,6 @@ def test_retry_the_failures_makes_a_new_operation_of_the_failed_items(use_sandbo
 # --- Pages ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def operator(db):
-    user = User.objects.create_user("olga", password="pw")
-    user.user_permissions.add(
-        Permission.objects.get(codename="operate_tasks"),
-        Permission.objects.get(codename="view_producttask"),
-        Permission.objects.get(codename="view_catalogitem"),
-    )
-    return user
-
-
-@pytest.fixture
-def viewer(db):
-    user = User.objects.create_user("vic", password="pw")
-    user.user_permissions.add(
-        Permission.objects.get(codename="view_producttask"),
-        Permission.objects.get(codename="view_catalogitem"),
-    )
-    return user
-
-
 def test_viewer_can_see_operations_but_not_start_or_cancel_one(client, viewer, use_sandbox):
     make_items(3, prefix="v")
     operation = start()
@@ -449,3 +436,25 @@ def test_the_last_poll_brings_the_failures_and_the_retry_button_without_a_reload
     assert "fin-00002" in body
     assert "Vionlabs could not be reached: HTTP 503" in body
     assert "Cancel the rest" not in body
+
+
+@pytest.mark.parametrize("version", ["1.0\x00", "1.0\x07", ".."])
+def test_preview_refuses_a_version_that_cannot_be_sent_in_words(client, operator, version):
+    items = make_items(2)
+    client.force_login(operator)
+    response = client.post(
+        reverse("catalog:operation-preview"),
+        {"kind": "create", "product": PRODUCT, "version": version, "items": [str(i.pk) for i in items]},
+    )
+    assert response.status_code == 200
+    assert "cannot be sent to Vionlabs" in response.content.decode()
+
+
+def test_a_confirmation_without_the_preview_numbers_asks_to_check_the_preview(client, operator):
+    items = make_items(2)
+    client.force_login(operator)
+    data = {"kind": "create", "product": PRODUCT, "version": VERSION, "reason": "r", "expected_count": "two"}
+    response = client.post(reverse("catalog:operation-create"), {**data, "items": [str(i.pk) for i in items]})
+    assert response.status_code == 200
+    assert "Check the preview before confirming." in response.content.decode()
+    assert not Operation.objects.exists()

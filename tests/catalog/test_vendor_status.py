@@ -14,12 +14,6 @@ from dashboard.catalog.models import CatalogItem, ProductTask, TaskEvent
 from dashboard.catalog.sync import refresh_claimed_item
 from dashboard.vionlabs import STATUS_MAX_LENGTH, VionlabsBadResponse
 
-from . import ui_fixtures
-
-operator = ui_fixtures.operator
-products = ui_fixtures.products
-operator_client = ui_fixtures.operator_client
-
 BASE = "https://vionlabs.test"
 KEY = "sk-status-test-secret-0042"
 INVENTORY_ID = "tt0068646"

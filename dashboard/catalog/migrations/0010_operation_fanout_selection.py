@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('catalog', '0008_sync_budget_last_cycle_at'),
+        ('catalog', '0009_rename_tasks_module_to_jobs'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
