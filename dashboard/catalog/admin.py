@@ -238,7 +238,7 @@ class CatalogItemAdmin(OperateTasksMixin, admin.ModelAdmin):
         defaults = _default_settings()
         if not defaults:
             self.message_user(request, "No product is enabled under Product settings.", messages.ERROR)
-            return
+            return None
         calls = [
             (
                 f"{item.inventory_id} · {product}",

@@ -326,6 +326,9 @@ class OperationState(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
     FAILED = "failed", "Failed"
 
+    # Filled in below the class (inside it, it would become a member).
+    ACTIVE: ClassVar[frozenset[str]]
+
 
 class Operation(models.Model):
     """One bulk action over a frozen set of items, run in the background."""
@@ -369,9 +372,11 @@ class Operation(models.Model):
         return self.state in OperationState.ACTIVE
 
 
+#: Not ended yet: the run may still send requests, and the page keeps polling.
 OperationState.ACTIVE = frozenset(
-    {OperationState.QUEUED, OperationState.FREEZING, OperationState.RUNNING, OperationState.CANCELLING}
-)
+    {OperationState.QUEUED.value, OperationState.FREEZING.value, OperationState.RUNNING.value,
+     OperationState.CANCELLING.value}
+)  # fmt: skip
 
 
 class OperationItemState(models.TextChoices):

@@ -198,7 +198,7 @@ def selection_items(params: dict[str, Any]) -> QuerySet[CatalogItem]:
         return CatalogItem.objects.filter(pk__in=rows.values("item_id"))
     if kind == "failures":
         failed = OperationItem.objects.filter(
-            operation_id=params.get("retry_of"), state=OperationItemState.FAILED
+            operation_id=int(params.get("retry_of") or 0), state=OperationItemState.FAILED
         )
         return CatalogItem.objects.filter(pk__in=failed.values("item_id"))
     raise OperationRefused("The operation does not say which items it covers.")
@@ -232,7 +232,10 @@ class Preview:
         """e.g. "3 series and 9 seasons → 96 episodes; 40 already have the task" (empty without containers)."""
         if not self.containers:
             return ""
-        names = {ItemKind.SERIES: ("series", "series"), ItemKind.SEASON: ("season", "seasons")}
+        names: dict[str, tuple[str, str]] = {
+            ItemKind.SERIES.value: ("series", "series"),
+            ItemKind.SEASON.value: ("season", "seasons"),
+        }
         parts = [
             f"{n} {names[kind][0] if n == 1 else names[kind][1]}"
             for kind, n in sorted(self.containers.items(), key=lambda kv: kv[0] != ItemKind.SERIES)
@@ -289,7 +292,7 @@ def operation_preview(
     _validate(kind=kind, product=product, version=version, priority=priority)
     setting = enabled_setting(product)
     selected = items.order_by()
-    covered = selected.covered_for(setting)
+    covered = selected.covered_for(setting)  # type: ignore[attr-defined]  # CatalogItemQuerySet
     count = covered.count()
     containers: dict[str, int] = {}
     through = 0
@@ -481,7 +484,7 @@ def operation_freeze(*, operation_id: int) -> Operation | None:
     params = op.params or {}
     try:
         setting = enabled_setting(params.get("product", ""))
-        items = selection_items(params).covered_for(setting)
+        items = selection_items(params).covered_for(setting)  # type: ignore[attr-defined]
     except OperationRefused as refused:
         return _refuse(op.pk, str(refused))
     if params.get("max_item_id") is not None:

@@ -109,7 +109,8 @@ def _hidden_selection(spec: dict[str, Any], data: QueryDict) -> list[tuple[str, 
         return [("selection", spec["selection"].token)]
     if data.get("filter") is not None:
         return [("filter", data.get("filter", ""))]
-    return [("selection", data["selection"])] if data.get("selection") else []
+    token = data.get("selection")
+    return [("selection", str(token))] if token else []
 
 
 def _render_preview(
@@ -133,9 +134,7 @@ def _render_preview(
     context = {
         "kinds": OperationKind.choices,
         # Bulk operations act on enabled products only: the others are not offered.
-        "products": [
-            (s.product, s.get_product_display()) for s in ProductSetting.objects.filter(enabled=True)
-        ],
+        "products": [(s.product, s.get_product_display()) for s in ProductSetting.objects.enabled()],
         "priorities": PriorityChoices.choices,
         "hidden_selection": _hidden_selection(spec or {}, data),
         "preview": preview,
@@ -210,8 +209,11 @@ def operation_create(request: HtmxHttpRequest) -> HttpResponse:
             expected_count=expected,
             max_item_id=max_item_id,
             token=token,
+            kind=choices["kind"],
+            product=choices["product"],
+            version=choices["version"],
+            priority=choices["priority"],
             **spec,
-            **choices,
         )
     except operations.AlreadyConfirmed as again:
         messages.info(request, str(again))
