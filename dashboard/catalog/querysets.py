@@ -8,6 +8,10 @@ from django.utils import timezone
 
 from dashboard.vionlabs import FINAL_STATUSES, IN_FLIGHT_STATUSES, Status
 
+#: How `sync_error` starts when a create or deactivate may or may not have reached Vionlabs and the read that
+#: should have settled it failed too: the row's status is then not to be trusted until a read succeeds.
+OUTCOME_UNKNOWN = "Outcome unknown"
+
 
 class CatalogItemQuerySet(models.QuerySet):
     def search(self, text: str):
@@ -21,6 +25,10 @@ class CatalogItemQuerySet(models.QuerySet):
 class ProductTaskQuerySet(models.QuerySet):
     def in_flight(self):
         return self.filter(status__in=IN_FLIGHT_STATUSES)
+
+    def needs_sync(self):
+        """What scheduled sync reads: tasks in flight, and tasks whose last change has an unknown outcome."""
+        return self.filter(Q(status__in=IN_FLIGHT_STATUSES) | Q(sync_error__startswith=OUTCOME_UNKNOWN))
 
     def final(self):
         return self.filter(status__in=FINAL_STATUSES)

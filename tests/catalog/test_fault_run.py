@@ -328,3 +328,84 @@ def test_operators_and_the_scheduler_survive_a_vionlabs_failing_30_percent(sandb
 def test_soak_operators_and_the_scheduler_against_a_failing_vionlabs(sandbox, settings):
     size = _size_from_env(actions=2000, operators=8, items=60, catch_up_cycles=100)
     check_fault_run(run_fault_run(sandbox, settings, size), size)
+
+
+# --- What the fault run found: a change whose outcome stayed unknown was never settled by sync ----------------
+
+
+@pytest.fixture
+def fast_client(use_sandbox, settings):
+    settings.VIONLABS_TIMEOUT = 0.3
+    settings.VIONLABS_MAX_RETRIES = 0
+    reset_clients()
+    yield use_sandbox
+    reset_clients()
+
+
+def _unknown_create(sandbox, inventory_id: str, **faults) -> ProductTask:
+    """A create whose POST and settling read both fail: the row is left with an unknown outcome."""
+    item = CatalogItem.objects.create(inventory_id=inventory_id)
+    sandbox.configure(**faults)
+    with pytest.raises(VionlabsError):
+        services.task_create(item=item, product="adbreaks", version=VERSION)
+    sandbox.configure(hang_rate=0.0, reset_rate=0.0)
+    task = ProductTask.objects.get(item=item)
+    assert task.sync_error.startswith("Outcome unknown")
+    assert task.action_in_progress == ""
+    return task
+
+
+def _settle(sandbox, task: ProductTask, cycles: int = 3) -> ProductTask:
+    time.sleep(sandbox.options.pending_seconds + sandbox.options.processing_seconds)
+    for _ in range(cycles):
+        sync.run_cycle(inline=True)
+    task.refresh_from_db()
+    return task
+
+
+def test_sync_settles_a_create_whose_post_landed_but_whose_answers_were_lost(fast_client):
+    # A hang takes effect: the task exists at Vionlabs while the row still says "" (not in flight).
+    task = _unknown_create(fast_client, "unknown/landed", hang_rate=1.0, hang_seconds=1.0)
+    assert task.status == ""
+    assert fast_client.applied_requests("unknown/landed", "adbreaks", VERSION, "POST") == 1
+
+    task = _settle(fast_client, task)
+
+    assert task.status == "done"
+    assert task.sync_error == ""
+    assert fast_client.applied_requests("unknown/landed", "adbreaks", VERSION, "POST") == 1
+
+
+def test_sync_settles_a_create_that_never_landed_and_then_stops_asking(fast_client, settings):
+    # A reset changes nothing: Vionlabs lists no such task, and the row says so instead of asking for ever.
+    task = _unknown_create(fast_client, "unknown/lost", reset_rate=1.0)
+    assert fast_client.applied_requests("unknown/lost", "adbreaks", VERSION, "POST") == 0
+
+    task = _settle(fast_client, task)
+
+    assert task.status == ""
+    assert task.sync_error.startswith("Settled by a later read: Vionlabs has no task adbreaks 1.0")
+    assert task.next_check_at is None
+    asked = fast_client.item_requests("unknown/lost")
+    sync.run_cycle(inline=True)
+    assert fast_client.item_requests("unknown/lost") == asked
+    assert fast_client.task_requests("unknown/lost", "adbreaks", VERSION, "POST") == 1
+
+
+def test_sync_settles_a_deactivation_of_a_done_task_whose_outcome_was_unknown(fast_client):
+    item = CatalogItem.objects.create(inventory_id="unknown/deactivated")
+    services.task_create(item=item, product="adbreaks", version=VERSION)
+    task = _settle(fast_client, ProductTask.objects.get(item=item), cycles=1)
+    assert task.status == "done"
+    fast_client.configure(hang_rate=1.0, hang_seconds=1.0)
+    with pytest.raises(VionlabsError):
+        services.task_deactivate(task=task)
+    fast_client.configure(hang_rate=0.0)
+    task.refresh_from_db()
+    assert task.status == "done"
+    assert task.sync_error.startswith("Outcome unknown")
+
+    task = _settle(fast_client, task)
+
+    assert task.status == "deactivated"
+    assert task.sync_error == ""
