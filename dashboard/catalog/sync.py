@@ -78,8 +78,8 @@ def _in_flight_since(task: ProductTask, now: dt.datetime) -> dt.timedelta:
 
 
 def schedule_next_checks(*, item_id: int, now: dt.datetime | None = None) -> None:
-    """Set `next_check_at` of an item's tasks after a refresh: by the backoff rule while in flight, cleared
-    once final (the scheduler looks only at in-flight tasks)."""
+    """Set `next_check_at` of an item's tasks after a refresh: by the backoff rule while in flight or while a
+    change's outcome is still unknown, cleared otherwise (the scheduler looks only at `needs_sync()` tasks)."""
     now = now or timezone.now()
     rows = ProductTask.objects.filter(item_id=item_id).only(
         "pk", "status", "requested_at", "created_at", "sync_error", "sync_error_at"
