@@ -54,6 +54,9 @@ class Operator(HttpUser):
             _ready.set()
             gevent.spawn_later(SECONDS, self._finish)
         _ready.wait()
+        # The wait for the last login outlasts gunicorn's keep-alive (2 s): start polling on a fresh
+        # connection, as a browser retrying on a closed keep-alive socket would, not on one the server dropped.
+        self.client.close()
 
     def _finish(self) -> None:
         # The figures are taken before quitting: polls cut off by the quit are not errors of the server.
