@@ -380,7 +380,7 @@ def task_retry(
     who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
-        task = ProductTask.objects.select_for_update().select_related("item").get(pk=task.pk)
+        task = ProductTask.objects.select_for_update(of=("self",)).select_related("item").get(pk=task.pk)
         if _marker_blocks(task, now):
             raise ActionInProgress(_in_progress_message(task))
         if task.status not in TaskStatus.RETRYABLE:
@@ -536,7 +536,7 @@ def task_deactivate(
     who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
-        task = ProductTask.objects.select_for_update().select_related("item").get(pk=task.pk)
+        task = ProductTask.objects.select_for_update(of=("self",)).select_related("item").get(pk=task.pk)
         if _marker_blocks(task, now):
             raise ActionInProgress(_in_progress_message(task))
         if task.status == TaskStatus.DEACTIVATED:

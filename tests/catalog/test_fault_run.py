@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, transaction
 
 from dashboard.catalog import services, sync
 from dashboard.catalog.client import interactive_calls, reset_clients
@@ -409,3 +409,47 @@ def test_sync_settles_a_deactivation_of_a_done_task_whose_outcome_was_unknown(fa
 
     assert task.status == "deactivated"
     assert task.sync_error == ""
+
+
+# --- What the soak found on PostgreSQL: a deadlock between a deactivate and the scheduler's claim ------------
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("action", ["deactivate", "retry"])
+def test_a_deactivate_or_retry_locks_only_the_task_not_its_item(use_sandbox, action):
+    # The scheduler's claim holds an item (FOR NO KEY UPDATE) and then updates its tasks; a deactivate or retry
+    # that locked the item too (FOR UPDATE through select_related) after its task made a lock cycle: PostgreSQL
+    # detected a deadlock and the operator got a 500. Here the item is held while the action runs.
+    item = CatalogItem.objects.create(inventory_id="lock/order")
+    task = ProductTask.objects.create(item=item, product="adbreaks", version=VERSION, status="failed")
+    use_sandbox.state.create(
+        (item.inventory_id, "adbreaks", VERSION), priority="low", pending_seconds=60, processing_seconds=60
+    )
+    holding, release = threading.Event(), threading.Event()
+
+    def claim_like_the_scheduler() -> None:
+        try:
+            with transaction.atomic():
+                list(CatalogItem.objects.select_for_update(no_key=True).filter(pk=item.pk))
+                holding.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=claim_like_the_scheduler)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '3s'")  # a wait here is the bug; fail instead of hanging
+        if action == "deactivate":
+            result = services.task_deactivate(task=task)
+            assert result.status == "deactivated"
+        else:
+            result = services.task_retry(task=task)
+            assert result.status == "pending"
+    finally:
+        release.set()
+        holder.join(timeout=30)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = 0")
