@@ -47,6 +47,7 @@ from .models import (
     TaskStatus,
     UpstreamHealth,
 )
+from .querysets import OUTCOME_UNKNOWN
 from .validators import VERSION_MAX_LENGTH, validate_version
 
 #: Whoever acted: a user, or None for the system.
@@ -403,7 +404,7 @@ def task_retry(
     who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
-        task = ProductTask.objects.select_for_update().select_related("item").get(pk=task.pk)
+        task = ProductTask.objects.select_for_update(of=("self",)).select_related("item").get(pk=task.pk)
         if _marker_blocks(task, now):
             raise ActionInProgress(_in_progress_message(task))
         if task.status not in TaskStatus.RETRYABLE:
@@ -501,7 +502,7 @@ def _reconcile_create(
         raise TaskNotCreated(message, status_code=404) from error
     except VionlabsError as read_error:
         message = (
-            f"Outcome unknown: the create request for {label} may or may not have reached Vionlabs ({error}), "
+            f"{OUTCOME_UNKNOWN}: the create request for {label} may or may not have reached Vionlabs ({error}), "
             f"and the follow-up read failed too ({read_error}). A refresh will settle it."
         )
         _record_failure(
@@ -559,7 +560,7 @@ def task_deactivate(
     who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
-        task = ProductTask.objects.select_for_update().select_related("item").get(pk=task.pk)
+        task = ProductTask.objects.select_for_update(of=("self",)).select_related("item").get(pk=task.pk)
         if _marker_blocks(task, now):
             raise ActionInProgress(_in_progress_message(task))
         if task.status == TaskStatus.DEACTIVATED:
@@ -592,7 +593,7 @@ def _reconcile_deactivate(
         state = _read_task(task)
     except VionlabsError as read_error:
         message = (
-            f"Outcome unknown: the deactivation may or may not have reached Vionlabs ({error}), and the "
+            f"{OUTCOME_UNKNOWN}: the deactivation may or may not have reached Vionlabs ({error}), and the "
             f"follow-up read failed too ({read_error}). A refresh will settle it."
         )
         _record_failure(
@@ -746,11 +747,38 @@ def item_refresh(
                         who=who,
                         error=answer.error,
                     )
+        listed = {(item_task.product, item_task.version) for item_task in item_tasks}
+        for key, row in rows.items():
+            if key not in listed and _unknown_before(row, observed_at) and row.pk not in busy_at_start:
+                _settle_unlisted(row, who)
     _record_health(None)
     tasks = sorted(rows.values(), key=lambda row: (row.product, row.version))
     for row in tasks:
         row.item = item
     return tasks
+
+
+def _unknown_before(row: ProductTask, observed_at: dt.datetime) -> bool:
+    """The row's last change had an unknown outcome, recorded before a read sent at `observed_at`."""
+    return bool(
+        row.sync_error.startswith(OUTCOME_UNKNOWN)
+        and row.sync_error_at is not None
+        and row.sync_error_at < observed_at
+        and not _mutation_overlaps(row, observed_at)
+    )
+
+
+def _settle_unlisted(row: ProductTask, who: _Who) -> None:
+    """A change with an unknown outcome, and a later listing of the item without the task: it is not there,
+    as a 404 on the settling read would have said. Say so instead of asking again for ever."""
+    message = (
+        f"Settled by a later read: Vionlabs has no task {row.product} {row.version} for "
+        f"{row.item.inventory_id}, so the change whose outcome was unknown did not create it. Try again."
+    )
+    row.sync_error = message
+    row.sync_error_at = timezone.now()
+    row.save(update_fields=["sync_error", "sync_error_at", "updated_at"])
+    _event(row, action=EventAction.REFRESH, status_before=row.status, who=who, error=message)
 
 
 def _discover(
