@@ -13,12 +13,13 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DB = "/tmp/bench_results.sqlite3"
+DB = os.path.join(tempfile.gettempdir(), "bench_results.sqlite3")
 
 
 def main() -> None:

@@ -227,7 +227,8 @@ def asset_runtime(result: AnyResult, item: CatalogItem | None, latest: float | N
         raw = result.data if isinstance(result.data, dict) else {}
     else:
         raw = result.raw
-    inner = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    data = raw.get("data")
+    inner: Mapping[str, Any] = data if isinstance(data, dict) else {}
     for source in (inner, raw):
         for name in RESULT_RUNTIME_KEYS:
             if (found := _positive(source.get(name))) is not None:

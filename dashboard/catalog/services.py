@@ -961,10 +961,10 @@ def task_results(
     except VionlabsError as error:
         message, wait = describe_result_error(error, product_label=task.get_product_display())
         logger.info("Result of task %s not fetched: %s", task.pk, _scrub(str(error)))
-        state = {"stale": True, "message": _scrub(message), "retry_after": wait}
+        message = _scrub(message)
         if cached is not None:
-            return _view_of(task, params, cached, **state)
-        return TaskResultView(task=task, params=params, **state)
+            return _view_of(task, params, cached, stale=True, message=message, retry_after=wait)
+        return TaskResultView(task=task, params=params, stale=True, message=message, retry_after=wait)
     data = redact_json(raw_of(result), _scrub)
     row = _store_result(task, params, data, timezone.now())
     return _view_of(task, params, row, fetched_now=True)
