@@ -31,6 +31,7 @@ from .models import (
     ProductTask,
     SyncBudget,
     TaskEvent,
+    TaskResult,
     UpstreamHealth,
     WebhookDelivery,
 )
@@ -457,3 +458,13 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 @admin.register(SyncBudget)
 class SyncBudgetAdmin(ReadOnlyAdmin):
     list_display = ["name", "window_start", "used"]
+
+
+@admin.register(TaskResult)
+class TaskResultAdmin(ReadOnlyAdmin):
+    """The saved copies of results (key redacted): to see what Vionlabs answered, and when."""
+
+    list_display = ["task", "params", "fetched_at"]
+    list_select_related = ["task__item"]
+    search_fields = ["task__item__inventory_id"]
+    list_filter = ["task__product"]

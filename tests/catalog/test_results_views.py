@@ -243,3 +243,11 @@ def test_episode_rows_say_whether_markers_and_ad_breaks_results_exist(viewer_cli
         "s01e01": [(" result-chip--yes", "adbreaks"), ("", "markers")],
         "s01e02": [("", "adbreaks"), (" result-chip--yes", "markers")],
     }
+
+
+def test_the_admin_lists_saved_results_read_only(client, task, django_user_model):
+    cached(task)
+    client.force_login(django_user_model.objects.create_superuser("root", password="x"))
+    html = text(client.get(reverse("admin:catalog_taskresult_changelist")))
+    assert INVENTORY_ID in html
+    assert client.get(reverse("admin:catalog_taskresult_add")).status_code == 403
