@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run prod test test-fast test-slow lint format check bench bench-bulk clean help
+.PHONY: run prod test test-fast test-slow lint format check bench bench-bulk bench-load soak clean help
 
 help:
 	@sed -n '1,5p' Makefile
@@ -40,7 +40,7 @@ test-fast: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest --run-slow -m slow $(PYTEST_ARGS)
 
-# Benchmarks print numbers; they are not tests. Bigger runs: see the README.
+# Benchmarks print numbers; they are not tests. Bigger runs: see docs/scaling.md.
 bench: $(STAMP)
 	$(PY) -m dashboard.sandbox.bench
 	$(PY) scripts/bench_catalog_page.py --items 100000
@@ -49,6 +49,17 @@ bench: $(STAMP)
 # for the quick form). Needs PostgreSQL on 127.0.0.1:5432; creates the database dashboard_bench_ops.
 bench-bulk: $(STAMP)
 	$(PY) scripts/bench_bulk.py $(BENCH_ARGS)
+
+# 100 logged-in operators polling a page of 50 items on gunicorn + PostgreSQL, with Vionlabs up and down
+# (locust; database dashboard_bench; ports 8160-8162). See docs/testing-faults.md.
+bench-load: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) scripts/bench_load.py $(BENCH_ARGS)
+
+# The long fault run: 2,000 operator actions from 8 threads against a Vionlabs failing 30 % (FAULT_RUN_ACTIONS,
+# FAULT_RUN_OPERATORS, FAULT_RUN_ITEMS, FAULT_RUN_SEED, FAULT_RUN_RETRY_AFTER change it).
+soak: $(STAMP)
+	LOG_LEVEL=ERROR $(PY) -m pytest tests/catalog/test_fault_run.py --run-slow -k soak -s $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

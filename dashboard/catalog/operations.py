@@ -790,7 +790,9 @@ def _process(run: _ChunkRun, row: OperationItem, task: ProductTask | None) -> No
     attempt = 0
     while True:
         try:
-            state, error = _act(op, row.item, task)
+            # A retry after a 429 writes no history row of its own if it is answered 429 again.
+            with services.rate_limit_retry() if attempt else contextlib.nullcontext():
+                state, error = _act(op, row.item, task)
             break
         except VionlabsRateLimited as limited:
             # Not a failure: wait (the client paused the shared throttle for Retry-After, so every thread

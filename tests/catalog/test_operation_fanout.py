@@ -125,7 +125,8 @@ def test_a_chunk_held_under_a_live_lease_is_left_alone_and_taken_over_once_it_ru
 
 def test_the_lease_is_renewed_while_the_runner_waits_out_a_429_storm(use_sandbox, settings):
     """429s without a usable Retry-After for 5 minutes of (fake) time, longer than the lease: the runner
-    keeps renewing it while it waits, writes no history row per 429, and sends the item once it may."""
+    keeps renewing it while it waits, writes one history row for the 429s (not one per retry), and sends the
+    item once it may."""
     settings.OPERATION_LEASE_SECONDS = 60
     settings.BULK_CONCURRENCY = 1
     use_sandbox.configure(rate_limit_rate=1.0, retry_after=0)
@@ -153,8 +154,9 @@ def test_the_lease_is_renewed_while_the_runner_waits_out_a_429_storm(use_sandbox
     assert leases == sorted(leases)
     task = ProductTask.objects.get(item=item)
     assert task.status == "pending"
-    # One history row: the create. None for the hundreds of 429s.
-    assert list(TaskEvent.objects.filter(task=task).values_list("action", flat=True)) == [EventAction.CREATE]
+    # Two history rows: the first 429, then the create. None for the hundreds of retries answered 429.
+    events = list(TaskEvent.objects.filter(task=task).order_by("pk").values_list("action", "status_after"))
+    assert events == [(EventAction.CREATE, ""), (EventAction.CREATE, "pending")]
 
 
 def test_cancel_reaches_a_runner_waiting_out_429s(use_sandbox, settings):

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('catalog', '0009_rename_tasks_module_to_jobs'),
+        ('catalog', '0010_task_result'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
