@@ -251,6 +251,7 @@ def main() -> None:
         "LOG_LEVEL": "WARNING",
         "VIONLABS_API_URL": f"http://127.0.0.1:{args.port}",
         "VIONLABS_API_KEY": "sandbox-key",
+        "SANDBOX": "true",  # `run_sandbox` is a command of the sandbox app, installed only when asked for
     }
     os.environ.update(env)
     ensure_database(args.database)
