@@ -224,6 +224,8 @@ VIONLABS_WEBHOOK_SECRET = env.str("VIONLABS_WEBHOOK_SECRET", default="")
 
 # --- Dashboard ------------------------------------------------------------------------------------------
 DASHBOARD_POLL_INTERVAL = env.int("DASHBOARD_POLL_INTERVAL", default=5)
+# A page with nothing in flight keeps asking, slowly, so others' changes still show up.
+DASHBOARD_IDLE_POLL_INTERVAL = env.int("DASHBOARD_IDLE_POLL_INTERVAL", default=30)
 DASHBOARD_PAGE_SIZE = env.int("DASHBOARD_PAGE_SIZE", default=50)
 BULK_CONCURRENCY = env.int("BULK_CONCURRENCY", default=4)
 SYNC_REQUESTS_PER_MINUTE = env.int("SYNC_REQUESTS_PER_MINUTE", default=600)

@@ -39,9 +39,11 @@ from .models import (
     CatalogItem,
     EventAction,
     EventSource,
+    ItemKind,
     Operation,
     PriorityChoices,
     ProductChoices,
+    ProductSetting,
     ProductTask,
     TaskEvent,
     TaskStatus,
@@ -71,6 +73,10 @@ class TaskAlreadyActive(ActionRefused):
 
 class ActionInProgress(ActionRefused):
     """Another create or deactivate of the same task is under way."""
+
+
+class NotApplicable(ActionRefused):
+    """The product does not apply to the item's kind (ProductSetting.applies_to)."""
 
 
 class HttpInsideTransaction(RuntimeError):
@@ -260,6 +266,18 @@ def _validate_create(*, product: str, version: str, priority: str) -> None:
         raise ActionRefused(f"Unknown priority {priority!r}: use low, medium or high.")
 
 
+def check_applies(*, item: CatalogItem, product: str) -> None:
+    """Refuse a product that does not apply to the item's kind (ProductSetting.applies_to): the one rule
+    every create shares, from the item page, the admin and bulk operations alike."""
+    setting = ProductSetting.objects.filter(product=product).first()
+    if setting is not None and not setting.applies(item.kind):
+        article = "an" if item.kind == ItemKind.EPISODE else "a"
+        raise NotApplicable(
+            f"{setting.not_applicable_reason(item.kind)}; {item.inventory_id} is {article} "
+            f"{item.get_kind_display().lower()}, so no task was sent."
+        )
+
+
 def _marker_blocks(task: ProductTask, now: dt.datetime) -> bool:
     return bool(
         task.action_in_progress
@@ -372,6 +390,7 @@ def task_create(
     """Create the task at Vionlabs (one POST) and record it; raises ActionRefused, or the client's error."""
     ensure_no_transaction()  # before the first write too: inside a caller's transaction nothing would commit
     _validate_create(product=product, version=version, priority=priority)
+    check_applies(item=item, product=product)
     who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
@@ -412,6 +431,7 @@ def task_retry(
                 f"Only a failed or deactivated task can be retried; {task.product} {task.version} for "
                 f"{task.item.inventory_id} is {task.status or 'not yet known to Vionlabs'}."
             )
+        check_applies(item=task.item, product=task.product)
         _mark(task, EventAction.RETRY, now)
     return _send_create(task, action=EventAction.RETRY, priority=task.priority, started_at=now, who=who)
 
