@@ -206,6 +206,23 @@ def claim_due_items(*, limit: int, cycle_start: dt.datetime, now: dt.datetime | 
     return Claim(item_ids)
 
 
+def take_budget(wanted: int, *, now: dt.datetime | None = None) -> int:
+    """Take up to `wanted` requests from this minute's budget (the extra task-level reads an item refresh
+    makes for links after a status change); returns how many were granted."""
+    if wanted <= 0:
+        return 0
+    now = now or timezone.now()
+    per_minute = int(settings.SYNC_REQUESTS_PER_MINUTE)
+    with transaction.atomic():
+        budget = _budget_row()
+        if budget.window_start is None or now - budget.window_start >= BUDGET_WINDOW:
+            budget.window_start, budget.used = now, 0
+        granted = min(wanted, max(0, per_minute - budget.used))
+        budget.used += granted
+        budget.save(update_fields=["window_start", "used"])
+    return granted
+
+
 # --- Refreshing -----------------------------------------------------------------------------------------
 
 
@@ -227,7 +244,8 @@ def refresh_claimed_item(*, item_id: int, source: str = EventSource.SYNC) -> str
         # A webhook's refresh leases the item like a scheduler's claim, so no scheduler claims it meanwhile.
         ProductTask.objects.needs_sync().filter(item_id=item_id).update(next_check_at=now + lease_length())
     try:
-        services.item_refresh(item=item, source=source)
+        # A status change seen in the listing costs one more GET (the task's new links): from the budget.
+        services.item_refresh(item=item, source=source, link_reads=take_budget)
     except VionlabsError as error:
         logger.warning("Refreshing item %s failed: %s", item_id, error)
         trip_breaker_if_needed()
