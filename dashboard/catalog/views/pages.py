@@ -2,7 +2,8 @@
 
 from django.conf import settings
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
@@ -107,6 +108,18 @@ def item_children(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 
 # --- item page -----------------------------------------------------------------------------------------
+
+
+@require_GET
+@viewer_required
+def item_by_id(request: HtmxHttpRequest, inventory_id: str) -> HttpResponse:
+    """The shareable link of an item: its inventory id (any characters, decoded once by Django) redirects to
+    the item's page; an unknown one gets a 404 that says which id was not found."""
+    item = CatalogItem.objects.filter(inventory_id=inventory_id).only("pk").first()
+    if item is None:
+        ctx = {"inventory_id": inventory_id, "search_url": reverse("catalog:item-list")}
+        return render(request, "catalog/item_not_found.html", ctx, status=404)
+    return redirect("catalog:item-detail", pk=item.pk)
 
 
 @require_GET
