@@ -781,7 +781,7 @@ def item_refresh(
     _record_health(None)
     allowed = len(changed) if link_reads is None else max(0, min(len(changed), link_reads(len(changed))))
     if allowed < len(changed):
-        logger.info(
+        logger.debug(
             "Links of %d changed task(s) of item %s left for later: budget", len(changed) - allowed, item.pk
         )
     for row in changed[:allowed]:

@@ -278,6 +278,7 @@ def run_cycle(
     inline: bool = False,
     batch_size: int = 100,
     sleep: Callable[[float], None] = time.sleep,
+    on_progress: Callable[[int], None] | None = None,
 ) -> CycleReport:
     """Refresh every in-flight task that is due now, once: claim batches and enqueue one refresh job per
     item (or, with `inline`, refresh here). Waits for the budget when it runs out; stops when the breaker
@@ -302,12 +303,22 @@ def run_cycle(
             if inline:
                 outcome = refresh_claimed_item(item_id=item_id, source=EventSource.SYNC)
                 report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
+                if on_progress:
+                    on_progress(sum(report.outcomes.values()))
             else:
                 enqueue_on_commit(refresh_item, item_id, EventSource.SYNC.value)
+        if on_progress and not inline:
+            on_progress(report.claimed)
         if probe:
             break
     record_cycle()
     return report
+
+
+def due_item_count(now: dt.datetime | None = None) -> int:
+    """Items with a task due for a check now (a progress total for one cycle)."""
+    due = ProductTask.objects.needs_sync().filter(_due(now or timezone.now()))
+    return due.values("item_id").distinct().order_by().count()
 
 
 def record_cycle(now: dt.datetime | None = None) -> None:
