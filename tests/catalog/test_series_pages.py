@@ -105,10 +105,10 @@ def test_a_series_page_filters_its_contents_by_status_and_search(viewer_client, 
         viewer_client.get(
             url,
             {"product": "adbreaks", "status": "failed"},
-            headers={**HTMX, "HX-Target": f"contents-{show.pk}"},
+            headers={**HTMX, "HX-Target": f"contents-results-{show.pk}"},
         )
     )
-    assert html.lstrip().startswith(f'<section id="contents-{show.pk}"')
+    assert html.lstrip().startswith(f'<div id="contents-results-{show.pk}"')
     listed = re.findall(r'class="inventory-id">([^<]+)<', html)
     assert listed == ["show-s0e0", "show-s1e0"]
     html = text(viewer_client.get(url, {"q": "s1e"}))

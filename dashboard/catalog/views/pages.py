@@ -133,7 +133,7 @@ def item_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         ctx = {"item": item, "create_form": form, "not_offered": not_offered}
         return render(request, "catalog/item_detail.html#create-form", ctx)
     ctx = selectors.item_detail_context(item, query=request.GET)
-    if request.htmx and request.htmx.target == f"contents-{item.pk}" and ctx["contents"] is not None:
+    if request.htmx and request.htmx.target == f"contents-results-{item.pk}" and ctx["contents"] is not None:
         return render(request, "catalog/item_detail.html#contents-response", ctx)
     return render(request, "catalog/item_detail.html", ctx)
 
