@@ -8,7 +8,7 @@ import pytest
 import responses
 from django.urls import reverse
 
-from dashboard.catalog import services
+from dashboard.catalog import selectors, services
 from dashboard.catalog.models import CatalogItem, EventSource, ProductSetting, ProductTask
 from dashboard.catalog.services import NotApplicable
 from tests.factories import add_series, make_task
@@ -193,3 +193,25 @@ def test_a_flagged_task_can_be_deactivated(operator_client, products, show, sett
         response = operator_client.post(reverse("catalog:task-deactivate", args=[task.pk]), headers=HTMX)
     assert response.status_code == 200
     assert ProductTask.objects.get(pk=task.pk).status == "deactivated"
+
+
+def test_statuses_present_lists_each_distinct_status_once(products, show):
+    item = CatalogItem.objects.get(inventory_id="show-s0e2")
+    make_task(item, product="markers", version="2", status="quarantined")
+    make_task(item, product="nudity", version="1", status="")
+    assert selectors.statuses_present() == {"done", "failed", "quarantined", ""}
+
+
+def test_the_status_choices_add_unknown_statuses_and_the_current_value(products, show):
+    make_task(CatalogItem.objects.get(inventory_id="show-s0e2"), product="markers", version="2", status="zzz")
+    values = [value for value, _ in selectors.status_choices("typed-in")]
+    assert values == [
+        "pending",
+        "processing",
+        "done",
+        "failed",
+        "deactivated",
+        "unanswered",
+        "typed-in",
+        "zzz",
+    ]
