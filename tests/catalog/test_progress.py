@@ -103,6 +103,9 @@ def test_import_catalog_shows_progress_on_a_terminal(tmp_path: Path):
     assert "\rImporting: 10 / 31 rows" in text
     assert "\rImporting: 30 / 31 rows" in text
     assert "Imported: 30 created" in text
+    progress, summary = text.split("\n", 1)
+    assert progress.count("\r") >= 2  # redrawn in place: one line, not one per batch
+    assert summary.startswith("Imported: 30 created")
     assert CatalogItem.objects.count() == 30
 
 

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO, TextIO
 
+from django.core.management.base import OutputWrapper
+
 #: Seconds between redraws: often enough to look alive, rarely enough to cost nothing.
 REDRAW_INTERVAL = 0.2
 
@@ -31,7 +33,7 @@ class Progress:
 
     def __init__(
         self,
-        stream: TextIO,
+        stream: TextIO | OutputWrapper,
         *,
         label: str,
         total: int | None = None,
@@ -87,8 +89,7 @@ class Progress:
     def _draw(self, now: float) -> None:
         text = self.line(now)
         # Pad over the previous, longer line: `\r` only moves the cursor back.
-        self.stream.write("\r" + text.ljust(self._width))
-        self.stream.flush()
+        self._write("\r" + text.ljust(self._width))
         self._width = len(text)
         self._drawn_at = now
 
@@ -97,9 +98,15 @@ class Progress:
         if not self.enabled or self._drawn_at is None:
             return
         self._draw(self.clock())
-        self.stream.write("\n")
-        self.stream.flush()
+        self._write("\n")
         self._drawn_at = None
+
+    def _write(self, text: str) -> None:
+        if isinstance(self.stream, OutputWrapper):
+            self.stream.write(text, ending="")  # a command's stdout would end every write with a newline
+        else:
+            self.stream.write(text)
+        self.stream.flush()
 
 
 def count_lines(stream: BinaryIO) -> int:
