@@ -215,3 +215,25 @@ def test_the_status_choices_add_unknown_statuses_and_the_current_value(products,
         "typed-in",
         "zzz",
     ]
+
+
+def test_changing_the_product_on_a_series_form_keeps_to_applicable_products(operator_client, products, show):
+    ProductSetting.objects.filter(product="markers").update(applies_to=["series"])
+    response = operator_client.get(
+        reverse("catalog:item-detail", args=[show.pk]),
+        {"product": "markers"},
+        headers={**HTMX, "HX-Target": f"create-form-{show.pk}"},
+    )
+    html = text(response)
+    assert html.lstrip().startswith(f'<form id="create-form-{show.pk}"')
+    assert product_options(html, show.pk) == ["markers"]
+    assert "Ad breaks is set to apply to standalone items and episodes only." in html
+
+
+def test_a_poll_row_keeps_the_not_applicable_flag(operator_client, products, show):
+    task = make_task(show, product="markers", version="2", status="processing")
+    html = text(
+        operator_client.get(reverse("catalog:poll"), {"tasks": str(task.pk), "rows": "item", "since": "0"})
+    )
+    row = re.search(rf'<tbody id="task-{task.pk}".*?</tbody>', html, re.S).group(0)
+    assert "not applicable: Markers is set to apply to standalone items and episodes only" in row
