@@ -190,3 +190,21 @@ def test_an_operations_progress_bar_spans_the_content(page, live_server, operato
     content = page.locator("main").bounding_box()
     assert bar["width"] > 0.8 * content["width"], (bar, content)
     screenshot(page, "operation-progress-bar")
+
+
+def test_a_hidden_tab_stops_an_operations_progress_poll_too(page, live_server, operator, products, settings):
+    from dashboard.catalog.models import Operation, OperationKind, OperationState
+
+    operation = Operation.objects.create(
+        kind=OperationKind.REFRESH, reason="watching", total=3, state=OperationState.RUNNING
+    )
+    login_as(page.context, live_server, operator)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/progress/" in r.url else None)
+    page.goto(f"/operations/{operation.pk}/")
+    page.wait_for_timeout(3000)
+    assert requests, "a running operation's page asks for its progress"
+    page.evaluate(HIDE_TAB)
+    hidden_from = len(requests)
+    page.wait_for_timeout(4500)
+    assert len(requests) == hidden_from, requests[hidden_from:]
