@@ -183,10 +183,11 @@ def test_cancel_reaches_a_runner_waiting_out_429s(use_sandbox, settings):
 
 
 def test_a_created_item_costs_a_fixed_small_number_of_queries(use_sandbox, monkeypatch):
-    """Pinned: the runner and the services spend 12 statements per created item, transactions included:
-    lock-or-insert the row already marked (6), lock, save and event with the answer (5), the item's row (1).
-    (Main spent about 20: a task read, an item read, a separate marking write, a health check per answer and
-    a transaction per counter.)"""
+    """Pinned: the runner and the services spend 13 statements per created item, transactions included:
+    the product's kind rule (1, services.check_applies), lock-or-insert the row already marked (6), lock, save
+    and event with the answer (5), the item's row (1). (Main spent about 20: a task read, an item read, a
+    separate marking write, a health check per answer, a transaction per counter, and two empty durable
+    transactions.)"""
     # A healthy upstream is written at most once a second: make that "once" for the whole test, so a slow
     # machine does not see a second write.
     monkeypatch.setattr(services, "SUCCESS_WRITE_INTERVAL", dt.timedelta(hours=1))
@@ -199,7 +200,7 @@ def test_a_created_item_costs_a_fixed_small_number_of_queries(use_sandbox, monke
     with CaptureQueriesContext(connection) as queries:
         for row in rows[1:]:
             operations._process(run, row, None)
-    assert len(queries.captured_queries) == 12 * 11
+    assert len(queries.captured_queries) == 13 * 11
     assert ProductTask.objects.filter(status="pending").count() == 12
 
 
