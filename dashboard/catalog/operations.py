@@ -803,7 +803,8 @@ def _process(run: _ChunkRun, row: OperationItem, task: ProductTask | None) -> No
             if not run.wait(wait):
                 return  # left pending: a cancel marks it cancelled, a takeover runs it
             attempt += 1
-        except services.TaskAlreadyActive as refused:
+        except (services.TaskAlreadyActive, services.NotApplicable) as refused:
+            # Nothing to do for this item (the setting may have changed since the set was frozen): skipped.
             state, error = OperationItemState.SKIPPED, str(refused)
             break
         except (services.ActionRefused, VionlabsError) as refused:

@@ -399,3 +399,15 @@ def test_a_container_the_product_applies_to_is_sent_as_itself(use_sandbox, enabl
     assert (operation.state, operation.total, operation.done) == ("done", 1, 1)
     assert posts(use_sandbox, series.inventory_id) == 1
     assert [posts(use_sandbox, item.inventory_id) for item in seasons + episodes] == [0] * 12
+
+
+def test_an_item_the_product_stopped_applying_to_after_the_freeze_is_skipped(use_sandbox, enabled_product):
+    series, _seasons, episodes = _series("sr-0006")
+    operation = freeze(start(items=CatalogItem.objects.filter(pk=series.pk)))
+    # The admin narrows the product to standalone items while the frozen set (episodes) waits to run.
+    enabled_product.applies_to = ["standalone"]
+    enabled_product.save()
+    operations.operation_run(operation_id=operation.pk)
+    operation.refresh_from_db()
+    assert (operation.done, operation.failed, operation.skipped) == (0, 0, len(episodes))
+    assert [posts(use_sandbox, item.inventory_id) for item in episodes] == [0] * len(episodes)
