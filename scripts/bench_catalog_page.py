@@ -192,7 +192,9 @@ def main() -> None:
     last = CatalogItem.objects.order_by("-inventory_id").values_list("inventory_id", "pk")[60]
     deep = encode_cursor(list(last))
     item_pk = CatalogItem.objects.order_by("pk").values_list("pk", flat=True)[args.items // 2]
-    poll_items = ",".join(str(pk) for pk in CatalogItem.objects.order_by("pk").values_list("pk", flat=True)[:50])
+    poll_items = ",".join(
+        str(pk) for pk in CatalogItem.objects.order_by("pk").values_list("pk", flat=True)[:50]
+    )
     since = f"{timezone.now().timestamp():.6f}"
     admin_items, admin_tasks = "/admin/catalog/catalogitem/", "/admin/catalog/producttask/"
     cases = [
@@ -218,9 +220,11 @@ def main() -> None:
         Case("poll of 50 items", f"/poll/?since={since}&items={poll_items}"),
     ]
     total = CatalogItem.objects.count()
-    tasks = ProductTask.objects.count() if connection.vendor != "postgresql" else _estimate("catalog_producttask")
+    tasks = (
+        ProductTask.objects.count() if connection.vendor != "postgresql" else _estimate("catalog_producttask")
+    )
     print(f"\n{connection.vendor}, {total:,} items, ~{tasks:,} tasks, median of {args.runs} requests (ms)\n")
-    header = f"{'page':42} {'median':>8} {'worst':>8} {'queries':>7} {'admin':>8} {'×admin':>7} {'×login':>7}"
+    header = f"{'page':42} {'median':>8} {'worst':>8} {'queries':>7} {'admin':>8} {'xadmin':>7} {'xlogin':>7}"
     print(header)
     print("-" * len(header))
     floor = None
@@ -234,12 +238,14 @@ def main() -> None:
         if case.admin_url:
             admin_median, _, _, admin_status = measure(client, case.admin_url, args.runs)
             admin = f"{admin_median:8.1f}" if admin_status == 200 else f"HTTP {admin_status}"
-            faster = f"{admin_median / median:6.1f}×" if admin_status == 200 else ""
+            faster = f"{admin_median / median:6.1f}x" if admin_status == 200 else ""
         print(
             f"{case.label:42} {median:8.1f} {worst:8.1f} {queries:7d} {admin:>8} {faster:>7} "
-            f"{median / floor:6.1f}×"
+            f"{median / floor:6.1f}x"
         )
-    print("\n×admin: how many times faster than the admin changelist; ×login: cost relative to the login page.")
+    print(
+        "\nxadmin: how many times faster than the admin changelist; xlogin: cost relative to the login page."
+    )
 
 
 def _estimate(table: str) -> int:

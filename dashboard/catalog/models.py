@@ -9,6 +9,8 @@ import datetime as dt
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from dashboard.vionlabs import FINAL_STATUSES, IN_FLIGHT_STATUSES, Priority, Product, Status
@@ -183,8 +185,21 @@ class ProductTask(models.Model):
             models.Index(fields=["last_checked_at"], name="task_last_checked_idx"),
             models.Index(fields=["status", "next_check_at"], name="task_status_next_check_idx"),
             models.Index(fields=["status_changed_at"], name="task_status_changed_idx"),
-            # Recent failures, and the latest completions the stuck thresholds are computed from.
-            models.Index(fields=["status", "status_changed_at"], name="task_status_time_idx"),
+            # Recent failures (newest first, ties by id), and the latest completions the stuck thresholds
+            # are computed from.
+            models.Index(fields=["status", "status_changed_at", "id"], name="task_status_time_idx"),
+            # The catalog's product/status filters (EXISTS per item) and the task list by status, newest first.
+            models.Index(fields=["product", "status", "item"], name="task_product_status_item_idx"),
+            models.Index(fields=["status", "id"], name="task_status_id_idx"),
+            # The scheduler's claim walks task_inflight_check_idx (in-flight tasks by last check, NULLS FIRST):
+            # PostgreSQL only, created by migration 0009, as SQLite cannot order an index's NULLs.
+            # The overview's stuck list: in-flight tasks by how long they have been in flight.
+            models.Index(
+                Coalesce("requested_at", "created_at"),
+                "id",
+                name="task_inflight_since_idx",
+                condition=Q(status__in=sorted(map(str, IN_FLIGHT_STATUSES))),
+            ),
         ]
         permissions = [
             ("operate_tasks", "Can create, refresh, deactivate and retry Vionlabs tasks"),
@@ -204,6 +219,35 @@ class ProductTask(models.Model):
     @property
     def is_known_status(self) -> bool:
         return self.status in TaskStatus.values
+
+
+class TaskCount(models.Model):
+    """How many tasks there are per (product, version, status, kind of item), kept by database triggers.
+
+    An append-only log of deltas: the triggers on ProductTask and CatalogItem (migration 0007) add a row for
+    every insert, delete and change of status, product, version or item kind, in the same transaction as
+    the change, so the sum per key is always the exact count. Rows are only ever inserted, never updated, so
+    concurrent writers never wait on a shared counter row (no hot row, no deadlock). `counts.compact`
+    folds the log back into one row per key; `manage.py recount_tasks` rebuilds it from scratch."""
+
+    product = models.TextField()
+    version = models.TextField()
+    status = models.TextField(blank=True)
+    kind = models.TextField()
+    n = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.product} {self.version} {self.status or '∅'} {self.kind}: {self.n:+d}"
+
+
+class ItemCount(models.Model):
+    """How many catalog items there are per kind: a delta log like TaskCount, kept by the same triggers."""
+
+    kind = models.TextField()
+    n = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.n:+d}"
 
 
 class EventSource(models.TextChoices):

@@ -101,7 +101,12 @@ def stuck_filter(thresholds: StuckThresholds, *, now: dt.datetime | None = None)
     rest = Q(inflight_since__lt=now - thresholds.default.after)
     if thresholds.by_key:
         rest &= ~covered
-    return Q(status__in=TaskStatus.IN_FLIGHT) & (specific | rest)
+    # Implied by the rest, but a plain range the database can read from task_inflight_since_idx: only tasks
+    # older than the shortest threshold are looked at, not every task in flight.
+    shortest = min([thresholds.default.after, *(t.after for t in thresholds.by_key.values())])
+    return (
+        Q(status__in=sorted(TaskStatus.IN_FLIGHT)) & Q(inflight_since__lt=now - shortest) & (specific | rest)
+    )
 
 
 def with_inflight_since(qs: QuerySet) -> QuerySet:
