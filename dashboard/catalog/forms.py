@@ -13,6 +13,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from .models import (
+    DEFAULT_APPLIES_TO,
     CatalogItem,
     ItemKind,
     PriorityChoices,
@@ -124,15 +125,16 @@ class CatalogFilterForm(CursorFieldsMixin, forms.Form):
         if task_q:
             qs = qs.filter(Exists(ProductTask.objects.filter(task_q, item=OuterRef("pk"))))
         if data["missing"]:
-            version = data["version"]
-            if not version:
-                if settings is None:
-                    settings = ProductSetting.objects.filter(product=data["missing"])
-                version = next((s.default_version for s in settings if s.product == data["missing"]), "")
+            if settings is None:
+                settings = ProductSetting.objects.filter(product=data["missing"])
+            setting = next((s for s in settings if s.product == data["missing"]), None)
+            version = data["version"] or (setting.default_version if setting else "")
             has_task = ProductTask.objects.filter(item=OuterRef("pk"), product=data["missing"])
             if version:
                 has_task = has_task.filter(version=version)
-            qs = qs.exclude(kind__in=CONTAINER_KINDS).filter(~Exists(has_task))
+            # Only items the product applies to can miss it (the same rule as the overview's "not requested").
+            applicable = qs.applicable_to(setting) if setting else qs.filter(kind__in=DEFAULT_APPLIES_TO)
+            qs = applicable.filter(~Exists(has_task))
         if data["failures"]:
             qs = qs.filter(Exists(ProductTask.objects.filter(item=OuterRef("pk"), status=TaskStatus.FAILED)))
         return qs
