@@ -199,3 +199,19 @@ def test_counts_match_a_full_count_after_concurrent_random_changes():
     assert not problems, problems
     assert ProductTask.objects.filter(item__inventory_id__startswith="conc/").exists()
     assert_no_drift()
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)  # TRUNCATE refuses a table with deferred FK checks pending
+def test_truncating_tasks_or_items_empties_their_counts():
+    item = CatalogItem.objects.create(inventory_id="t-1")
+    ProductTask.objects.create(item=item, product="adbreaks", version="1", status="done")
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE catalog_producttask CASCADE")
+    assert_no_drift()
+    assert counts.read_counts().items == {ItemKind.STANDALONE: 1}
+
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE catalog_catalogitem CASCADE")
+    assert_no_drift()
+    assert counts.read_counts().items == {}

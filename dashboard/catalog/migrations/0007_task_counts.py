@@ -118,6 +118,20 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- TRUNCATE fires no DELETE trigger: emptying a table empties its counts.
+CREATE FUNCTION catalog_count_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM catalog_taskcount;
+    IF TG_TABLE_NAME = 'catalog_catalogitem' THEN
+        DELETE FROM catalog_itemcount;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER catalog_count_task_truncate AFTER TRUNCATE ON catalog_producttask
+    FOR EACH STATEMENT EXECUTE FUNCTION catalog_count_truncate();
+CREATE TRIGGER catalog_count_item_truncate AFTER TRUNCATE ON catalog_catalogitem
+    FOR EACH STATEMENT EXECUTE FUNCTION catalog_count_truncate();
 CREATE TRIGGER catalog_count_task_insert AFTER INSERT ON catalog_producttask
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION catalog_count_task_insert();
 CREATE TRIGGER catalog_count_task_delete AFTER DELETE ON catalog_producttask
@@ -141,6 +155,9 @@ DROP TRIGGER IF EXISTS catalog_count_task_update ON catalog_producttask;
 DROP TRIGGER IF EXISTS catalog_count_item_insert ON catalog_catalogitem;
 DROP TRIGGER IF EXISTS catalog_count_item_delete ON catalog_catalogitem;
 DROP TRIGGER IF EXISTS catalog_count_item_update ON catalog_catalogitem;
+DROP TRIGGER IF EXISTS catalog_count_task_truncate ON catalog_producttask;
+DROP TRIGGER IF EXISTS catalog_count_item_truncate ON catalog_catalogitem;
+DROP FUNCTION IF EXISTS catalog_count_truncate();
 DROP FUNCTION IF EXISTS catalog_count_task_insert();
 DROP FUNCTION IF EXISTS catalog_count_task_delete();
 DROP FUNCTION IF EXISTS catalog_count_task_update();
@@ -150,7 +167,21 @@ DROP FUNCTION IF EXISTS catalog_count_item_update();
 """
 
 SQLITE_FORWARD = [
-    """CREATE TRIGGER catalog_count_task_insert AFTER INSERT ON catalog_producttask BEGIN
+    """-- TRUNCATE fires no DELETE trigger: emptying a table empties its counts.
+CREATE FUNCTION catalog_count_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM catalog_taskcount;
+    IF TG_TABLE_NAME = 'catalog_catalogitem' THEN
+        DELETE FROM catalog_itemcount;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER catalog_count_task_truncate AFTER TRUNCATE ON catalog_producttask
+    FOR EACH STATEMENT EXECUTE FUNCTION catalog_count_truncate();
+CREATE TRIGGER catalog_count_item_truncate AFTER TRUNCATE ON catalog_catalogitem
+    FOR EACH STATEMENT EXECUTE FUNCTION catalog_count_truncate();
+CREATE TRIGGER catalog_count_task_insert AFTER INSERT ON catalog_producttask BEGIN
         INSERT INTO catalog_taskcount (product, version, status, kind, n)
         SELECT NEW.product, NEW.version, NEW.status, kind, 1 FROM catalog_catalogitem WHERE id = NEW.item_id;
     END""",
