@@ -1,15 +1,16 @@
 # The two commands that do everything on a fresh machine:
 #   make run    the dashboard at http://127.0.0.1:8000/ with the sandbox, a worker, the scheduler and demo data
 #   make test   the whole suite (browser tests included when Chromium is installed)
+#   make prod   the production stack (gunicorn, DEBUG off) on PostgreSQL; see docs/deploy.md
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format check bench clean help
+.PHONY: run prod test test-fast test-slow lint format check bench clean help
 
 help:
-	@sed -n '1,4p' Makefile
+	@sed -n '1,5p' Makefile
 
 $(STAMP): pyproject.toml
 	@interp=$$(scripts/find-python) || exit 1; \
@@ -25,12 +26,19 @@ venv: $(STAMP)
 run: $(STAMP)
 	@scripts/run-dev
 
+prod: $(STAMP)
+	@scripts/run-prod
+
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Everything but the browser tests, for a quick loop while working.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
+
+# Only the long-running tests (soak, large imports) that `make test` leaves out.
+test-slow: $(STAMP)
+	$(PY) -m pytest --run-slow -m slow $(PYTEST_ARGS)
 
 # Benchmarks print numbers; they are not tests. Bigger runs: see the README.
 bench: $(STAMP)
@@ -40,6 +48,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy dashboard
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
@@ -48,4 +57,4 @@ format: $(STAMP)
 check: lint test
 
 clean:
-	rm -rf $(VENV) db.sqlite3 db.sqlite3-* test-artifacts .pytest_cache .ruff_cache
+	rm -rf $(VENV) db.sqlite3 db.sqlite3-* staticfiles .prometheus-multiproc test-artifacts .pytest_cache .ruff_cache

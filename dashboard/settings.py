@@ -4,6 +4,7 @@ Every variable is listed with its default in the README. Nothing here reads a se
 another module: code asks `django.conf.settings` when it runs.
 """
 
+import datetime as dt
 from pathlib import Path
 
 import environ
@@ -39,12 +40,19 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "django_tasks_db",
+    "axes",
     "dashboard.catalog",
     "dashboard.sandbox",
 ]
 
 MIDDLEWARE = [
+    # First, so every response (redirects and probes included) carries X-Request-ID and every log line the id.
+    "dashboard.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Answers /healthz, /readyz and /metrics before CommonMiddleware validates the Host header: load balancers
+    # and Prometheus probe by IP (see docs/deploy.md).
+    "dashboard.health.ProbeMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -56,7 +64,29 @@ MIDDLEWARE = [
     "dashboard.catalog.middleware.InteractiveVionlabsMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out log-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Log-in brute-force protection (django-axes; see dashboard/login_guard.py) ---------------------------
+# Its backend comes first: it refuses a locked-out username+address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
+# Username and address together: nobody can lock a colleague out from elsewhere, nor a shared NAT address.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "dashboard.login_guard.client_ip"
+AXES_LOCKOUT_CALLABLE = "dashboard.login_guard.lockout_response"
+# Axes announces itself at INFO in every process that starts (web, worker, scheduler, each command):
+# noise in a terminal and in the logs. Lockouts are still logged as warnings.
+AXES_VERBOSE = False
+# Reverse proxies in front of the app that append to X-Forwarded-For (0: clients connect directly, and the
+# header is ignored). Too high a number lets clients choose their address; too low counts the proxy's.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
 ROOT_URLCONF = "dashboard.urls"
 WSGI_APPLICATION = "dashboard.wsgi.application"
@@ -121,6 +151,12 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
+# WhiteNoise serves STATIC_ROOT (filled by `collectstatic`) with DEBUG off: gzip and brotli copies, and
+# names carrying a content hash, cached for a year. The tests use the plain storage (no manifest needed).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 # --- Security ------------------------------------------------------------------------------------------
 # A strict Content-Security-Policy: no inline script or style, no eval, nothing from other origins.
@@ -153,6 +189,14 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Load balancers and Prometheus probe over plain HTTP: the probes never redirect, in every profile.
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)/?$"]
+
+# --- Operations: metrics ----------------------------------------------------------------------------------
+# /metrics answers a request from an allowed address (IPs or networks, REMOTE_ADDR) or bearing
+# `Authorization: Bearer <METRICS_TOKEN>`; with neither set it answers nobody.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
 
 # --- Background work (django.tasks) -------------------------------------------------------------------
 # django-tasks-db keeps the queue in the same database; its worker is `manage.py db_worker`. Moving to
@@ -195,11 +239,29 @@ IMPORT_MAX_UPLOAD_BYTES = env.int("IMPORT_MAX_UPLOAD_BYTES", default=50 * 1024 *
 # --- Logging --------------------------------------------------------------------------------------------
 # urllib3 logs full URLs (with the `key` query parameter) at DEBUG; it is held at WARNING here, and the
 # client never lets a URL into its own messages.
+# LOG_FORMAT=json writes one JSON object per line (dashboard/logs.py); both formats carry the request id
+# and pass through the key redaction.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "context": {"()": "dashboard.logs.ContextFilter"},
+        "redact": {"()": "dashboard.logs.RedactKeyFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
+        "json": {"()": "dashboard.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context", "redact"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "urllib3": {"level": "WARNING"},

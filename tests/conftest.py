@@ -9,6 +9,8 @@ import os
 import pytest
 from django.db import connection
 
+from tests.factories import make_products, make_user
+
 EXPECTED_SKIP = "[expected on SQLite]"
 
 
@@ -43,6 +45,7 @@ def _skip_reason(report) -> str:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    _report_random_order(terminalreporter, config)
     if os.environ.get("REQUIRE_ALL_TESTS") != "1":
         return
     unexpected = [
@@ -57,6 +60,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.write_line(f"{nodeid}: {reason}")
     if passed == 0:
         terminalreporter.write_line("No test passed: a run that tests nothing is a failed run.", red=True)
+
+
+def _report_random_order(terminalreporter, config) -> None:
+    """Name the seed of a shuffled run last, where it survives `-q` and CI logs: an order-dependent failure
+    is then one copy-paste away from running again in the same order."""
+    if not config.pluginmanager.hasplugin("randomly") or not config.getoption("randomly_reorganize"):
+        return
+    seed = config.getoption("randomly_seed")
+    terminalreporter.write_line(
+        f"Tests ran in random order; repeat it with: -p randomly --randomly-seed={seed}"
+    )
 
 
 @pytest.hookimpl(trylast=True)
@@ -99,3 +113,39 @@ def use_sandbox(settings, sandbox):
     settings.VIONLABS_API_URL = sandbox.url
     settings.VIONLABS_API_KEY = sandbox.api_key
     return sandbox
+
+
+# --- Users in each role, logged-in clients and the products many tests share ---------------------------
+
+
+@pytest.fixture
+def viewer(db):
+    return make_user("victor", role="viewer")
+
+
+@pytest.fixture
+def operator(db):
+    return make_user("olivia", role="operator")
+
+
+@pytest.fixture
+def nobody(db):
+    """Logged in, but in no group: may see nothing."""
+    return make_user("nadia")
+
+
+@pytest.fixture
+def viewer_client(client, viewer):
+    client.force_login(viewer)
+    return client
+
+
+@pytest.fixture
+def operator_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture
+def products(db):
+    return make_products()

@@ -13,7 +13,9 @@ from dashboard.settings import *  # noqa: F403
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
 # Hashing passwords slowly protects stored passwords, not test users.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-# Tests enqueue into the same database backend production uses; they run the work explicitly.
+# No collectstatic before a test run: the plain storage needs no manifest, and WhiteNoise looks files up per
+# request instead of warning at start-up that STATIC_ROOT is missing (tests/test_static.py collects its own).
+WHITENOISE_AUTOREFRESH = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

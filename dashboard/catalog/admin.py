@@ -5,10 +5,12 @@ the services (the admin actions below call them), so the admin and the dashboard
 change has its TaskEvent. Changelists use `list_select_related` so their query count does not grow with rows.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import ClassVar
 
 from django.contrib import admin, messages
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.text import Truncator
@@ -63,7 +65,7 @@ def _short(text: str, length: int = 80) -> str:
 def _run_per_row(
     modeladmin: admin.ModelAdmin,
     request: HttpRequest,
-    calls: list[tuple[str, Callable[[], str]]],
+    calls: Sequence[tuple[str, Callable[[], str]]],
     *,
     verb: str,
 ) -> None:
@@ -100,6 +102,11 @@ def _status_change(before: str, task: ProductTask) -> str:
     return f"{before or 'no answer'} → {after}" if before != task.status else f"still {after}"
 
 
+def _actor(request: HttpRequest) -> AbstractBaseUser | None:
+    """Who acts: the admin serves only logged-in staff, so never the anonymous user."""
+    return request.user if request.user.is_authenticated else None
+
+
 def _default_settings() -> dict[str, ProductSetting]:
     return {setting.product: setting for setting in ProductSetting.objects.filter(enabled=True)}
 
@@ -117,7 +124,7 @@ def _create_default(
         product=product,
         version=setting.default_version,
         priority=setting.default_priority,
-        actor=request.user,
+        actor=_actor(request),
         source=EventSource.ADMIN,
     )
     return f"created {product} {setting.default_version}: {task.status or 'no answer yet'}"
@@ -133,7 +140,7 @@ class ProductTaskInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = [
+    fields: ClassVar[tuple[str, ...]] = (
         "product",
         "version",
         "priority",
@@ -141,7 +148,7 @@ class ProductTaskInline(admin.TabularInline):
         "error_short",
         "last_checked_at",
         "sync_error_short",
-    ]
+    )
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ProductTask]:
@@ -216,7 +223,7 @@ class CatalogItemAdmin(OperateTasksMixin, admin.ModelAdmin):
     )
     def refresh_items(self, request: HttpRequest, queryset: QuerySet[CatalogItem]) -> None:
         def refresh(item: CatalogItem) -> str:
-            tasks = services.item_refresh(item=item, actor=request.user, source=EventSource.ADMIN)
+            tasks = services.item_refresh(item=item, actor=_actor(request), source=EventSource.ADMIN)
             return f"{len(tasks)} task(s) read"
 
         _run_per_row(
@@ -257,7 +264,7 @@ class ProductTaskAdmin(OperateTasksMixin, admin.ModelAdmin):
     ordering = ["item__inventory_id", "product", "version"]
     show_full_result_count = False
     actions = ["refresh_tasks", "deactivate_tasks", "create_default_version"]
-    fields = [
+    fields: ClassVar[tuple[str, ...]] = (
         "item",
         "product",
         "version",
@@ -276,7 +283,7 @@ class ProductTaskAdmin(OperateTasksMixin, admin.ModelAdmin):
         "next_check_at",
         "created_at",
         "updated_at",
-    ]
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -303,7 +310,7 @@ class ProductTaskAdmin(OperateTasksMixin, admin.ModelAdmin):
     def refresh_tasks(self, request: HttpRequest, queryset: QuerySet[ProductTask]) -> None:
         def refresh(task: ProductTask) -> str:
             before = task.status
-            task = services.task_refresh(task=task, actor=request.user, source=EventSource.ADMIN)
+            task = services.task_refresh(task=task, actor=_actor(request), source=EventSource.ADMIN)
             return _status_change(before, task)
 
         calls = [(str(task), partial(refresh, task)) for task in queryset.select_related("item")]
@@ -313,7 +320,7 @@ class ProductTaskAdmin(OperateTasksMixin, admin.ModelAdmin):
     def deactivate_tasks(self, request: HttpRequest, queryset: QuerySet[ProductTask]) -> None:
         def deactivate(task: ProductTask) -> str:
             before = task.status
-            task = services.task_deactivate(task=task, actor=request.user, source=EventSource.ADMIN)
+            task = services.task_deactivate(task=task, actor=_actor(request), source=EventSource.ADMIN)
             return f"deactivated ({_status_change(before, task)})"
 
         calls = [(str(task), partial(deactivate, task)) for task in queryset.select_related("item")]

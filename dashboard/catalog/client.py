@@ -13,6 +13,7 @@ from contextvars import ContextVar
 
 from django.conf import settings
 
+from dashboard.metrics import observe_vionlabs_call
 from dashboard.vionlabs import Throttle, VionlabsClient
 
 # A few tuples at most in production (one); tests point settings at a fresh sandbox now and then.
@@ -61,6 +62,7 @@ def get_client() -> VionlabsClient:
             max_retries=min(retries, INTERACTIVE_MAX_RETRIES) if interactive else retries,
             max_retry_wait=INTERACTIVE_MAX_RETRY_WAIT if interactive else None,
             throttle=_throttle,
+            on_call=observe_vionlabs_call,
         )
         _clients[key] = client
         evicted = []

@@ -12,6 +12,8 @@ from django import forms
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from dashboard.vionlabs import STATUS_MAX_LENGTH
+
 from .models import (
     DEFAULT_APPLIES_TO,
     CatalogItem,
@@ -171,7 +173,7 @@ AGE_DELTAS = {
 
 
 class TaskFilterForm(CursorFieldsMixin, forms.Form):
-    status = forms.CharField(label="Status", required=False, max_length=32)
+    status = forms.CharField(label="Status", required=False, max_length=STATUS_MAX_LENGTH)
     product = forms.ChoiceField(label="Product", required=False, choices=product_choices("Any product"))
     version = forms.CharField(label="Version", required=False, max_length=100)
     priority = forms.ChoiceField(

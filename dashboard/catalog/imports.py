@@ -23,11 +23,11 @@ import json
 import math
 import sqlite3
 import tempfile
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, cast
 
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, transaction
@@ -44,6 +44,9 @@ BATCH_SIZE: Final = 1000
 MAX_FIELD_CHARS: Final = 4 * 1024 * 1024
 # Largest JSON Lines line accepted (characters); a longer line is reported and skipped without being held.
 MAX_LINE_CHARS: Final = 8 * 1024 * 1024
+# Deepest nesting accepted in a JSON Lines row's metadata. Far beyond any real catalog; it keeps the checks,
+# the JSON column and every page that shows the metadata clear of Python's recursion limit.
+MAX_NESTING: Final = 64
 # The first bytes are checked strictly: a file that is not UTF-8 there is refused as a whole.
 _HEAD_BYTES: Final = 64 * 1024
 
@@ -53,9 +56,10 @@ FORMATS: Final = (FORMAT_CSV, FORMAT_JSONL)
 _JSONL_SUFFIXES: Final = {".jsonl", ".ndjson"}
 
 _KNOWN_COLUMNS: Final = ("inventory_id", "title", "kind", "parent_id")
-_ID_MAX: Final = CatalogItem._meta.get_field("inventory_id").max_length
-_TITLE_MAX: Final = CatalogItem._meta.get_field("title").max_length
-_VIONLABS_ID_MAX: Final = CatalogItem._meta.get_field("vionlabs_id").max_length
+# CharFields: max_length is always set (the stubs type it int | None for every field).
+_ID_MAX: Final = cast(int, CatalogItem._meta.get_field("inventory_id").max_length)
+_TITLE_MAX: Final = cast(int, CatalogItem._meta.get_field("title").max_length)
+_VIONLABS_ID_MAX: Final = cast(int, CatalogItem._meta.get_field("vionlabs_id").max_length)
 _KINDS: Final = frozenset(ItemKind.values)
 
 _CREATED, _UPDATED, _UNCHANGED = 1, 2, 3
@@ -219,6 +223,23 @@ def _text_problem(value: Any) -> str | None:
     return None
 
 
+def _nesting(value: Any, *, limit: int) -> int:
+    """How deeply lists and objects nest in `value` (iteratively), counting no further than limit + 1."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if not isinstance(current, dict | list):
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        children = current.values() if isinstance(current, dict) else current
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
 def _as_text(value: Any, name: str) -> str:
     """A JSON value that should be text: strings as they are, null as blank, integers as their digits."""
     if value is None:
@@ -242,6 +263,8 @@ def _make_row(line: int, values: dict[str, Any], metadata: dict[str, Any]) -> _R
     for name, value in (("inventory_id", inventory_id), ("title", title), ("parent_id", parent_id)):
         if problem := _text_problem(value):
             return RowError(line, f"{name} {problem}", inventory_id if name != "inventory_id" else "")
+    if _nesting(metadata, limit=MAX_NESTING) > MAX_NESTING:
+        return RowError(line, f"metadata is nested more than {MAX_NESTING} levels deep", inventory_id)
     if problem := _text_problem(metadata):
         return RowError(line, f"a metadata value {problem}", inventory_id)
     if not inventory_id:
@@ -270,17 +293,87 @@ def _make_row(line: int, values: dict[str, Any], metadata: dict[str, Any]) -> _R
     return _Row(line, inventory_id, title, kind, parent_id, metadata)
 
 
+class _CsvLines:
+    """The physical lines of a CSV file for csv.reader, numbered, remembering those of the record being read.
+
+    A record normally is one line; a quoted field may hold line breaks and span several. When a record turns
+    out to be a stray quote swallowing the lines after it, `replay_after_first` hands those lines out again
+    so each is read on its own: no row disappears into another one's field.
+    """
+
+    def __init__(self, text: io.TextIOWrapper) -> None:
+        self._text = text
+        self._replay: deque[tuple[int, str]] = deque()
+        self._read = 0
+        self.record: list[tuple[int, str]] = []
+        self._record_chars = 0
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        if self._replay:
+            number, raw = self._replay.popleft()
+        else:
+            raw = self._text.readline()
+            if not raw:
+                raise StopIteration
+            self._read += 1
+            number = self._read
+        self._record_chars += len(raw)
+        if self.record and self._record_chars > MAX_FIELD_CHARS:
+            # Bounded memory: a record this long is a stray quote, not a field (see MAX_FIELD_CHARS).
+            self._replay.appendleft((number, raw))
+            raise _RecordTooLong
+        self.record.append((number, raw))
+        return raw
+
+    def start_record(self) -> None:
+        self.record = []
+        self._record_chars = 0
+
+    @property
+    def first_line(self) -> int:
+        return self.record[0][0] if self.record else self._read + 1
+
+    @property
+    def last_line(self) -> int:
+        return self.record[-1][0] if self.record else self._read
+
+    def replay_after_first(self) -> None:
+        self._replay.extendleft(reversed(self.record[1:]))
+        self.record = self.record[:1]
+
+
+class _RecordTooLong(Exception):
+    """Raised through csv.reader when one record grows past MAX_FIELD_CHARS over several lines."""
+
+
+def _unclosed_quote(lines: _CsvLines, why: str) -> RowError:
+    return RowError(
+        lines.first_line,
+        f"a quote opened on this line is never closed properly ({why}): it would swallow lines "
+        f"{lines.first_line}-{lines.last_line} into one field. This line is not imported; the lines after it "
+        'are read on their own. Close or double the quote ("") and import again',
+    )
+
+
 def _csv_rows(text: io.TextIOWrapper) -> Iterator[_Row | RowError]:
     csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))
-    reader = csv.reader(text, strict=False)
+    lines = _CsvLines(text)
+    # strict: a quoted field still open at the end of the file is an error, not the rest of the file.
+    reader = csv.reader(lines, strict=True)
     header: list[str] = []
     while not header:
+        lines.start_record()
         try:
             header = next(reader)
         except StopIteration:
             raise ImportFileError("The file is empty.") from None
-        except csv.Error as exc:
-            raise ImportFileError(f"The header line cannot be read as CSV: {exc}.") from None
+        except (csv.Error, _RecordTooLong) as exc:
+            raise ImportFileError(
+                f"The header (line {lines.first_line}) cannot be read as CSV: {exc or 'a quote is never closed'}."
+            ) from None
     names: list[str] = []
     for position, raw in enumerate(header, start=1):
         name = raw.strip()
@@ -292,27 +385,41 @@ def _csv_rows(text: io.TextIOWrapper) -> Iterator[_Row | RowError]:
         if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
             hint = " The file must be comma-separated."
         raise ImportFileError(
-            f"The header (line {reader.line_num}) has no inventory_id column; found {found}.{hint}"
+            f"The header (line {lines.last_line}) has no inventory_id column; found {found}.{hint}"
         )
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ImportFileError(f"The header repeats column(s) {', '.join(duplicates)}.")
 
-    last_line = reader.line_num
     while True:
-        line = last_line + 1
+        lines.start_record()
         try:
             fields = next(reader)
         except StopIteration:
             return
-        except csv.Error as exc:
-            last_line = reader.line_num
-            yield RowError(line, f"malformed CSV: {exc}")
+        except _RecordTooLong:
+            yield _unclosed_quote(lines, f"the field grows past {MAX_FIELD_CHARS} characters")
+            lines.replay_after_first()
+            reader = csv.reader(lines, strict=True)
             continue
-        last_line = reader.line_num
+        except csv.Error as exc:
+            if len(lines.record) > 1:
+                yield _unclosed_quote(lines, str(exc))
+                lines.replay_after_first()
+                reader = csv.reader(lines, strict=True)
+            else:
+                yield RowError(lines.first_line, f"malformed CSV: {exc}")
+            continue
+        line = lines.first_line
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue  # a blank line
         if len(fields) != len(names):
+            if len(lines.record) > 1:
+                # A quoted field ran over line breaks and the row came out the wrong shape: a stray quote.
+                yield _unclosed_quote(lines, f"{len(fields)} fields, but the header has {len(names)}")
+                lines.replay_after_first()
+                reader = csv.reader(lines, strict=True)
+                continue
             yield RowError(line, f"{len(fields)} fields, but the header has {len(names)}")
             continue
         values: dict[str, Any] = {}
@@ -346,6 +453,9 @@ def _jsonl_rows(text: io.TextIOWrapper) -> Iterator[_Row | RowError]:
             obj = json.loads(raw)
         except ValueError as exc:
             yield RowError(line, f"malformed JSON: {exc}")
+            continue
+        except RecursionError:
+            yield RowError(line, f"JSON nested too deeply (more than {MAX_NESTING} levels are refused)")
             continue
         if not isinstance(obj, dict):
             yield RowError(line, f"expected a JSON object, found {type(obj).__name__}")
@@ -504,7 +614,7 @@ class _FileImporter:
         """
         ids = [row.inventory_id for row in batch]
         with transaction.atomic():
-            existing = {
+            existing: dict[str, tuple[str, str, Any, int | None]] = {
                 inventory_id: (title, kind, metadata, parent)
                 for inventory_id, title, kind, metadata, parent in CatalogItem.objects.filter(
                     inventory_id__in=ids

@@ -5,6 +5,7 @@ calls Vionlabs or changes state lives in services.py.
 """
 
 import datetime as dt
+from typing import ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -65,6 +66,12 @@ class TaskStatus(models.TextChoices):
     FAILED = Status.FAILED.value, "Failed"
     DEACTIVATED = Status.DEACTIVATED.value, "Deactivated"
 
+    # Sets of plain strings, filled in below the class (inside it they would become members).
+    IN_FLIGHT: ClassVar[frozenset[str]]
+    FINAL: ClassVar[frozenset[str]]
+    ACTIVE: ClassVar[frozenset[str]]
+    RETRYABLE: ClassVar[frozenset[str]]
+
 
 # Sets of plain strings: `"pending" in TaskStatus.IN_FLIGHT` holds, and so does `TaskStatus.PENDING in ...`.
 TaskStatus.IN_FLIGHT = frozenset(IN_FLIGHT_STATUSES)
@@ -82,6 +89,8 @@ class ItemKind(models.TextChoices):
     SERIES = "series", "Series"
     SEASON = "season", "Season"
     EPISODE = "episode", "Episode"
+
+    CONTAINERS: ClassVar[tuple[str, ...]]
 
 
 #: Kinds that hold other items (a series holds seasons, a season holds episodes).
@@ -147,8 +156,9 @@ class ProductTask(models.Model):
     product = models.CharField(max_length=32, choices=ProductChoices)
     version = models.CharField(max_length=100)
     priority = models.CharField(max_length=8, choices=PriorityChoices, default=PriorityChoices.LOW)
-    # Free string; "" until Vionlabs has answered for this row. Known values: TaskStatus.
-    status = models.CharField(max_length=32, blank=True, db_index=True)
+    # Free string, stored whole (the client bounds it at STATUS_MAX_LENGTH); "" until Vionlabs has answered for
+    # this row. Known values: TaskStatus.
+    status = models.TextField(blank=True, db_index=True)
     error = models.TextField(blank=True)
     # Parsed `_links`: [{"name", "method", "href"}], hrefs stored without any query string.
     links = models.JSONField(default=list, blank=True)
@@ -281,8 +291,8 @@ class TaskEvent(models.Model):
         "Operation", null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
     )
     action = models.CharField(max_length=16, choices=EventAction)
-    status_before = models.CharField(max_length=32, blank=True)
-    status_after = models.CharField(max_length=32, blank=True)
+    status_before = models.TextField(blank=True)
+    status_after = models.TextField(blank=True)
     error = models.TextField(blank=True)
     note = models.TextField(blank=True)
 
@@ -302,7 +312,7 @@ class TaskEvent(models.Model):
 
     @property
     def actor_label(self) -> str:
-        if self.actor_id:
+        if self.actor is not None:
             return self.actor.get_username()
         return f"system ({self.get_source_display().lower()})"
 
@@ -489,6 +499,8 @@ class SyncBudget(models.Model):
     name = models.CharField(max_length=32, unique=True)
     window_start = models.DateTimeField(null=True, blank=True)
     used = models.PositiveIntegerField(default=0)
+    # When a scheduler last finished a cycle (any machine): /readyz reports its age.
+    last_cycle_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.name}: {self.used} since {self.window_start}"

@@ -31,7 +31,7 @@ class CatalogItemQuerySet(models.QuerySet):
         if expand:
             containers = self.filter(kind__in=expand).values("pk")
             wanted |= Q(parent__in=containers) | Q(parent__parent__in=containers)
-        return self.model.objects.filter(kind__in=applies).filter(wanted)
+        return self.model._default_manager.filter(kind__in=applies).filter(wanted)
 
 
 class ProductTaskQuerySet(models.QuerySet):

@@ -309,6 +309,36 @@ def _record_answer(
     sync_error: str = "",
 ) -> ProductTask:
     """Record a mutation's answer (or the read that settled it) with its event, and release the marker."""
+    try:
+        return _write_answer(
+            task,
+            answer=answer,
+            observed_at=observed_at,
+            action=action,
+            started_at=started_at,
+            who=who,
+            priority=priority,
+            note=note,
+            sync_error=sync_error,
+        )
+    except BaseException:
+        # The answer could not be written (a database error, a bug): the marker must not outlive the call.
+        _release(task, started_at=started_at)
+        raise
+
+
+def _write_answer(
+    task: ProductTask,
+    *,
+    answer: _Answer,
+    observed_at: dt.datetime,
+    action: str,
+    started_at: dt.datetime,
+    who: _Who,
+    priority: str | None,
+    note: str,
+    sync_error: str,
+) -> ProductTask:
     with transaction.atomic():
         task = _relock(task)
         status_before = task.status
@@ -769,14 +799,19 @@ def _record_failure(
     """Keep the last known status; note the failure on the row with its event and in UpstreamHealth.
     The caller then raises."""
     message = _scrub(sync_error or str(error))
-    with transaction.atomic():
-        task = _relock(task)
-        task.sync_error = message
-        task.sync_error_at = timezone.now()
+    try:
+        with transaction.atomic():
+            task = _relock(task)
+            task.sync_error = message
+            task.sync_error_at = timezone.now()
+            if started_at is not None:
+                _clear_marker(task, started_at)
+            task.save()
+            _event(task, action=action, status_before=task.status, who=who, error=message, note=who.note)
+    except BaseException:
         if started_at is not None:
-            _clear_marker(task, started_at)
-        task.save()
-        _event(task, action=action, status_before=task.status, who=who, error=message, note=who.note)
+            _release(task, started_at=started_at)
+        raise
     _record_health(error)
 
 

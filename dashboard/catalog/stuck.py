@@ -73,7 +73,7 @@ def compute_thresholds(settings: Iterable[ProductSetting] | None = None) -> Stuc
         .values_list("product", "priority", "requested_at", "status_changed_at")[:SAMPLE_LIMIT]
     )
     for product, priority, requested_at, finished_at in recent:
-        if finished_at >= requested_at:
+        if requested_at is not None and finished_at is not None and finished_at >= requested_at:
             samples[(product, priority)].append(finished_at - requested_at)
     thresholds = StuckThresholds()
     for product in ProductChoices.values:

@@ -279,4 +279,11 @@ def run_cycle(
                 enqueue_on_commit(refresh_item, item_id, EventSource.SYNC.value)
         if probe:
             break
+    record_cycle()
     return report
+
+
+def record_cycle(now: dt.datetime | None = None) -> None:
+    """Note that a scheduler finished a cycle (read by /readyz)."""
+    SyncBudget.objects.get_or_create(name=BUDGET_NAME)
+    SyncBudget.objects.filter(name=BUDGET_NAME).update(last_cycle_at=now or timezone.now())

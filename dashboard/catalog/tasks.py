@@ -2,7 +2,8 @@
 
 Jobs take ids, never model instances: the row is read again when the job runs, so a job queued before a
 change sees the change. Code enqueues with `enqueue_on_commit`, so a job never runs before the rows it names
-are committed, and a rolled-back request enqueues nothing.
+are committed, and a rolled-back request enqueues nothing. The request id of the request (or job) that
+enqueues travels as the job's `request_id`, so the job's log lines carry it too.
 """
 
 from __future__ import annotations
@@ -10,23 +11,30 @@ from __future__ import annotations
 from django.db import transaction
 from django.tasks import Task, task
 
+from dashboard.logs import current, log_context
+
 
 def enqueue_on_commit(job: Task, *args: object, **kwargs: object) -> None:
-    """Enqueue `job` once the current transaction commits (at once when there is none)."""
+    """Enqueue `job` once the current transaction commits (at once when there is none), with the current
+    request id as its `request_id`."""
+    if (request_id := current("request_id")) and "request_id" not in kwargs:
+        kwargs["request_id"] = request_id
     transaction.on_commit(lambda: job.enqueue(*args, **kwargs))
 
 
 @task()
-def run_operation(operation_id: int) -> None:
+def run_operation(operation_id: int, request_id: str = "") -> None:
     """Run (or resume) a bulk operation's pending items."""
     from . import operations
 
-    operations.operation_run(operation_id=operation_id)
+    with log_context(request_id=request_id or None, operation_id=operation_id):
+        operations.operation_run(operation_id=operation_id)
 
 
 @task()
-def refresh_item(item_id: int, source: str = "sync") -> None:
+def refresh_item(item_id: int, source: str = "sync", request_id: str = "") -> None:
     """Re-read every task of one item from Vionlabs (scheduled sync or a webhook hint)."""
     from . import sync
 
-    sync.refresh_claimed_item(item_id=item_id, source=source)
+    with log_context(request_id=request_id or None):
+        sync.refresh_claimed_item(item_id=item_id, source=source)

@@ -25,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from . import results
 from .state import (
     ITEM_TYPES,
     PRIORITIES,
@@ -45,12 +46,20 @@ JSON = dict[str, Any] | list[Any]
 
 
 class Route(NamedTuple):
-    """What a request path addresses: `kind` is task, item, catalog, internal or unknown."""
+    """What a request path addresses: `kind` is task, item, catalog, results, internal or unknown.
+
+    For results, `product` names the Results API and `name` the variant (`millisec` or `frame` for ad breaks)."""
 
     kind: str
     key: TaskKey | None = None
     item: str | None = None
     name: str = ""
+    product: str = ""
+
+
+#: The Results APIs with a documented path of their own; every other product is served at
+#: /results/<product>/v1/{inventory_id} (the client's assumption, see docs/results.md).
+TYPED_RESULTS = ("adbreaks", "contextual_adbreak", "markers")
 
 
 class Answer(NamedTuple):
@@ -85,6 +94,8 @@ def parse_route(raw_path: str) -> Route:
         return Route("unknown")
     if segments == ["catalog", "v1", "item"]:
         return Route("catalog")
+    if segments[:1] == ["results"]:
+        return _results_route(segments[1:], decode)
     if (
         len(segments) == 2
         and segments[0] == "_sandbox"
@@ -92,6 +103,42 @@ def parse_route(raw_path: str) -> Route:
     ):
         return Route("internal", name=segments[1])
     return Route("unknown")
+
+
+def _results_route(segments: list[str], decode: Callable[[str], str]) -> Route:
+    """The vendor's results paths (the segments after `/results/`)."""
+    if (
+        len(segments) == 5
+        and segments[:3] == ["adbreaks", "v3", "filter"]
+        and segments[3] in ("millisec", "frame")
+        and segments[4]
+    ):
+        return Route("results", item=decode(segments[4]), product="adbreaks", name=segments[3])
+    if len(segments) == 3 and segments[:2] == ["contextual_adbreak", "v2"] and segments[2]:
+        return Route("results", item=decode(segments[2]), product="contextual_adbreak")
+    if len(segments) == 4 and segments[:3] == ["markers", "v1", "asset"] and segments[3]:
+        return Route("results", item=decode(segments[3]), product="markers")
+    if (
+        len(segments) == 3
+        and segments[0] in PRODUCTS
+        and segments[0] not in TYPED_RESULTS
+        and segments[1] == "v1"
+        and segments[2]
+    ):
+        return Route("results", item=decode(segments[2]), product=segments[0])
+    return Route("unknown")
+
+
+def results_path(inventory_id: str, product: str) -> str:
+    """Where the sandbox serves a product's result (the vendor's path shapes)."""
+    ident = quote(inventory_id, safe="")
+    if product == "adbreaks":
+        return f"/results/adbreaks/v3/filter/millisec/{ident}"
+    if product == "contextual_adbreak":
+        return f"/results/contextual_adbreak/v2/{ident}"
+    if product == "markers":
+        return f"/results/markers/v1/asset/{ident}"
+    return f"/results/{quote(product, safe='')}/v1/{ident}"
 
 
 def task_path(key: TaskKey) -> str:
@@ -142,9 +189,28 @@ def _int_param(name: str, raw: str | None, default: int, low: int, high: int) ->
     return value, None
 
 
+def _minutes_param(name: str, raw: str | None, default: float) -> tuple[float, dict | None]:
+    """A number of minutes >= 0 in the query (the separation and skip parameters), FastAPI's 422 otherwise."""
+    if raw is None:
+        return default, None
+    loc = ["query", name]
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return default, _field_error(
+            "float_parsing", loc, "Input should be a valid number, unable to parse string as a number", raw
+        )
+    if not value >= 0 or value == float("inf"):
+        return default, _field_error(
+            "greater_than_equal", loc, "Input should be greater than or equal to 0", raw, {"ge": 0}
+        )
+    return value, None
+
+
 def _json_body(body: bytes) -> tuple[Any, dict | None]:
-    """The decoded JSON body (None when empty) or a FastAPI-style error."""
-    if not body.strip():
+    """The decoded JSON body (None when empty) or a FastAPI-style error. Only a body of no bytes is absent, as
+    in FastAPI: whitespace JSON does not allow (a lone form feed, say) is a decode error at position 0."""
+    if not body:
         return None, None
     try:
         return json.loads(body.decode("utf-8")), None
@@ -183,6 +249,8 @@ class Sandbox:
         self.state = SandboxState(clock=clock, catalog=catalog)
         self.counters = Stats()
         self._webhooks = _WebhookDispatcher(self)
+        # Fixed once, so that a result's `updated` (its task's end, on the monotonic clock) never jitters.
+        self._wall_offset = time.time() - clock()
         self._httpd = _HTTPServer((host, port), _Handler, self)
         self._thread: threading.Thread | None = None
         bound_host, bound_port = self._httpd.server_address[:2]
@@ -323,6 +391,10 @@ class Sandbox:
                     for task in tasks
                 ],
             )
+        if route.kind == "results":
+            if method != "GET":
+                return _not_allowed(("GET",))
+            return self._answer_results(route, query)
         if route.kind == "catalog":
             if method == "GET":
                 return self._catalog_list(query)
@@ -331,12 +403,66 @@ class Sandbox:
             return _not_allowed(("GET", "PUT"))
         return Answer(404, {"detail": "Not Found"})
 
+    def _answer_results(self, route: Route, query: list[tuple[str, str]]) -> Answer:
+        """A done task's result, made up from its inventory id; 404 until the task is done (markers: a known
+        item answers `not_yet_available: true` instead)."""
+        inventory_id, product = route.item or "", route.product
+        params = dict(query)
+        version = params.get("version") or None
+        separation = results.Separation()
+        if product in ("adbreaks", "contextual_adbreak"):
+            defaults = results.Separation()
+            values, errors = {}, []
+            for name, default in (
+                ("minimum_separation", defaults.minimum),
+                ("maximum_separation", defaults.maximum),
+                ("skip_first", defaults.skip_first),
+                ("skip_last", defaults.skip_last),
+            ):
+                values[name], error = _minutes_param(name, params.get(name), default)
+                if error is not None:
+                    errors.append(error)
+            if errors:
+                return Answer(422, {"detail": errors})
+            separation = results.Separation(
+                minimum=values["minimum_separation"],
+                maximum=values["maximum_separation"],
+                skip_first=values["skip_first"],
+                skip_last=values["skip_last"],
+            )
+        now = self.clock()
+        done = [
+            task
+            for task in self.state.tasks_of_item(inventory_id)
+            if task.product == product
+            and task.status(now) == "done"
+            and (version is None or task.version == version)
+        ]
+        if not done:
+            if product == "markers" and self.state.knows(inventory_id):
+                return Answer(200, {"ident": inventory_id, "not_yet_available": True})
+            return Answer(404, {"detail": "Result not found"})
+        task = max(done, key=lambda candidate: candidate.finishes_at)
+        updated = datetime.fromtimestamp(self._wall_offset + task.finishes_at, tz=UTC)
+        stamp = updated.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        if product == "adbreaks":
+            body = results.adbreaks_v3(
+                inventory_id, task.version, separation, stamp, frames=route.name == "frame"
+            )
+        elif product == "contextual_adbreak":
+            body = results.contextual_adbreaks(inventory_id, task.version, separation, stamp)
+        elif product == "markers":
+            body = results.markers(inventory_id)
+        else:
+            body = results.generic(inventory_id, product, task.version, stamp)
+        return Answer(200, body)
+
     def _answer_task(self, method: str, key: TaskKey, body: bytes) -> Answer:
         _, product, version = key
         errors = []
         if product not in PRODUCTS:
             errors.append(_enum_error(["path", "product"], product, PRODUCTS))
-        if not version.strip():
+        if not version:  # min_length=1 on the value as given: a blank version is a version
             errors.append(
                 _field_error(
                     "string_too_short", ["path", "version"], "String should have at least 1 character", version,
@@ -383,8 +509,8 @@ class Sandbox:
         if status in ("pending", "processing"):
             links["deactivate"] = {"href": href, "method": "DELETE"}
         elif status == "done":
-            results = href.replace("/tasks/catalog-item/", "/results/catalog-item/", 1)
-            links["results"] = {"href": results, "method": "GET"}
+            where = results_path(task.inventory_id, task.product) + "?" + urlencode({"version": task.version})
+            links["results"] = {"href": self.url + where, "method": "GET"}
             links["deactivate"] = {"href": href, "method": "DELETE"}
         else:
             links["create"] = {"href": href, "method": "POST"}
@@ -414,7 +540,7 @@ class Sandbox:
         item_type = data.get("type", "standalone")
         if item_type not in ITEM_TYPES:
             errors.append(_enum_error(["body", "type"], item_type, ITEM_TYPES))
-        if errors:
+        if errors or not isinstance(item_id, str):  # the second test only narrows the type: errors says it
             return Answer(422, {"detail": errors})
         return Answer(200, self.state.catalog_put(item_id, item_type))
 
@@ -559,6 +685,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
 
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, HEAD, PROPFIND...) reaches the routes too, to get the framework's 405 with
+        # `Allow` (or 404 for an unknown path), where BaseHTTPRequestHandler would answer 501.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # Logged by _serve() with a redacted target instead: the default line holds the query, key included.
         pass
@@ -640,6 +773,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._counted(answer)
             if not sandbox.authorised(query, self.headers.get("X-API-Key")):
                 answer = Answer(401, {"detail": "Invalid or missing API key"})
+            elif route.kind == "results" and route.product == options.no_access_product:
+                # Access is granted per API: this key works for tasks but not for this product's results.
+                answer = Answer(403, {"detail": "Not authorized to access this API"})
             else:
                 answer = sandbox.answer(self.command, route, query, body)
             if fault == "hang":
@@ -659,7 +795,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes | None:
         """The whole request body (read even when unused, to keep the connection in step); None if too big."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks, total = [], 0
+            chunks: list[bytes] = []
+            total = 0
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -694,7 +831,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, answer: Answer, close: bool = False) -> str:
         payload = json.dumps(answer.body).encode("utf-8")
         self._head(answer, len(payload), close)
-        self.wfile.write(payload)
+        if self.command != "HEAD":  # a HEAD answer has the headers of the GET and no body
+            self.wfile.write(payload)
         self.wfile.flush()
         return str(answer.status)
 

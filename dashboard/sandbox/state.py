@@ -77,6 +77,8 @@ class SandboxOptions:
     webhook_url: str | None = None
     webhook_secret: str | None = None
     seed: int | None = None
+    # One product whose Results API answers 403 (the key has no access to it), to show that case.
+    no_access_product: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.api_key, str) or not self.api_key:
@@ -109,6 +111,10 @@ class SandboxOptions:
             raise ValueError("webhook_secret must be a string")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if self.no_access_product is not None and self.no_access_product not in PRODUCTS:
+            raise ValueError(
+                f"no_access_product must be one of {', '.join(PRODUCTS)} or null, got {self.no_access_product!r}"
+            )
 
     def replace(self, **changes: Any) -> SandboxOptions:
         """A copy with `changes` applied; an unknown option name raises TypeError, a bad value ValueError."""
@@ -294,6 +300,11 @@ class SandboxState:
             if task is not None:
                 task.deactivated = True
             return task
+
+    def knows(self, inventory_id: str) -> bool:
+        """Whether the item is in the catalog or has tasks."""
+        with self.lock:
+            return inventory_id in self.catalog or inventory_id in self.item_tasks
 
     def tasks_of_item(self, inventory_id: str) -> list[Task]:
         with self.lock:

@@ -1,20 +1,32 @@
-"""A typed client for the Vionlabs Tasks API. Pure Python: nothing here imports Django."""
+"""A typed client for the Vionlabs Tasks and Results APIs. Pure Python: nothing here imports Django."""
 
 from .client import VionlabsClient
 from .errors import (
     FieldError,
     VionlabsBadResponse,
     VionlabsError,
+    VionlabsNoAccess,
+    VionlabsNoResult,
     VionlabsNotFound,
     VionlabsRateLimited,
     VionlabsRejected,
     VionlabsUnauthorized,
     VionlabsUnavailable,
 )
+from .results import (
+    AdBreakRank,
+    AdBreaksResult,
+    ContextualAdBreaksResult,
+    ContextualBreak,
+    GenericResult,
+    JsonValue,
+    MarkersResult,
+)
 from .throttle import Throttle
 from .types import (
     FINAL_STATUSES,
     IN_FLIGHT_STATUSES,
+    STATUS_MAX_LENGTH,
     CatalogEntry,
     ItemTask,
     Link,
@@ -27,10 +39,18 @@ from .types import (
 __all__ = [
     "FINAL_STATUSES",
     "IN_FLIGHT_STATUSES",
+    "STATUS_MAX_LENGTH",
+    "AdBreakRank",
+    "AdBreaksResult",
     "CatalogEntry",
+    "ContextualAdBreaksResult",
+    "ContextualBreak",
     "FieldError",
+    "GenericResult",
     "ItemTask",
+    "JsonValue",
     "Link",
+    "MarkersResult",
     "Priority",
     "Product",
     "Status",
@@ -39,6 +59,8 @@ __all__ = [
     "VionlabsBadResponse",
     "VionlabsClient",
     "VionlabsError",
+    "VionlabsNoAccess",
+    "VionlabsNoResult",
     "VionlabsNotFound",
     "VionlabsRateLimited",
     "VionlabsRejected",

@@ -1,4 +1,5 @@
-"""The typed client of the Vionlabs Tasks API (and the Catalog API's listing): one class over one Session.
+"""The typed client of the Vionlabs Tasks API (plus the Catalog API's listing and the Results APIs): one class
+over one Session.
 
 Why it looks the way it does:
 - One retry layer (ours): urllib3's retries are off, so a POST is never silently sent twice.
@@ -17,13 +18,14 @@ import logging
 import math
 import random
 import re
+import string
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
@@ -34,21 +36,50 @@ from urllib3.util.retry import Retry
 
 from .errors import (
     FieldError,
+    NotYetAvailable,
     VionlabsBadResponse,
     VionlabsError,
+    VionlabsNoAccess,
+    VionlabsNoResult,
     VionlabsNotFound,
     VionlabsRateLimited,
     VionlabsRejected,
     VionlabsUnauthorized,
     VionlabsUnavailable,
 )
-from .types import CatalogEntry, ItemTask, Link, TaskState
+from .errors import ShapeError as _ShapeError
+from .results import (
+    DEFAULT_RESULT_PATHS,
+    GENERIC_RESULT_PATH,
+    AdBreaksResult,
+    ContextualAdBreaksResult,
+    GenericResult,
+    MarkersResult,
+    parse_adbreaks,
+    parse_contextual_adbreaks,
+    parse_generic,
+    parse_markers,
+)
+from .types import STATUS_MAX_LENGTH, CatalogEntry, ItemTask, Link, TaskState
 
 log = logging.getLogger(__name__)
 
 TASK_PATH = "/tasks/catalog-item/{inventory_id}/product/{product}/version/{version}"
 ITEM_TASKS_PATH = "/tasks/catalog-item/{inventory_id}"
 CATALOG_PATH = "/catalog/v1/item"
+
+# What an `on_call` observer is told instead of a path: a fixed name per endpoint (no ids, no key).
+ENDPOINT_NAMES = {
+    ("GET", TASK_PATH): "task.get",
+    ("POST", TASK_PATH): "task.create",
+    ("DELETE", TASK_PATH): "task.deactivate",
+    ("GET", ITEM_TASKS_PATH): "item_tasks.list",
+    ("GET", CATALOG_PATH): "catalog.list",
+}
+
+#: on_call(method, endpoint name, outcome, seconds); outcome is "2xx", "3xx", "4xx", "429", "5xx",
+#: "timeout" or "connection_error".
+CallObserver = Callable[[str, str, str, float], None]
 
 _CHUNK = 64 * 1024
 _MAX_BODY = 16 * 1024 * 1024  # far above any real answer; stops a runaway body from eating memory
@@ -65,10 +96,6 @@ class ThrottleLike(Protocol):
     def remaining(self) -> float: ...  # needed only by clients given max_retry_wait
 
 
-class _ShapeError(Exception):
-    """The JSON parsed but is not the documented shape."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Call:
     """One logical call, for messages and the retry policy (never holds the URL or the key)."""
@@ -76,6 +103,16 @@ class _Call:
     method: str
     template: str
     params: Mapping[str, object] = field(default_factory=dict)
+    # The product whose Results API this call reads (None for the Tasks and Catalog APIs): its 401/403 and
+    # 404 mean "no access to this API" and "no result yet", not a bad key or an unknown task.
+    results_of: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        if self.results_of is not None:
+            # One label per product's Results API: a bounded set, never the path with its ids.
+            return f"results.{self.results_of}"
+        return ENDPOINT_NAMES.get((self.method, self.template), "other")
 
     @property
     def idempotent(self) -> bool:
@@ -107,7 +144,10 @@ class _Failure:
 class _KeyRedactor(logging.Filter):
     """Rewrites log records so that neither `key=` query values nor a known key (in any encoding) survive."""
 
-    _QUERY_KEY = re.compile(r"((?:^|[?&;])key(?:=|%3D))[^&#\s\"'<>]*", re.IGNORECASE)
+    # A value already masked ("***", as the sandbox logs it, or "[redacted]") is left as it is.
+    _QUERY_KEY = re.compile(
+        r"((?:^|[?&;])key(?:=|%3D))(?!(?:\*\*\*|\[redacted\])(?:[&#\s\"'<>]|$))[^&#\s\"'<>]*", re.IGNORECASE
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -116,7 +156,7 @@ class _KeyRedactor(logging.Filter):
 
     def add(self, secret: str) -> None:
         """Remember a key and the forms it takes in URLs, JSON, HTML and reprs."""
-        if not secret:
+        if not secret or secret in self._forms:
             return
         forms = {
             secret,
@@ -156,6 +196,14 @@ class _KeyRedactor(logging.Filter):
 
 
 _REDACTOR = _KeyRedactor()
+
+
+def redact_key(text: str, key: str = "") -> str:
+    """`text` with `key` (in any encoding), every key a client was given and any `key=` value replaced."""
+    _REDACTOR.add(key)
+    return _REDACTOR.redact(text)
+
+
 _PROTECTED_LOGGERS = (
     "urllib3",
     "urllib3.connectionpool",
@@ -192,6 +240,14 @@ def _build_path(template: str, params: Mapping[str, str]) -> str:
                 f"would address another endpoint; correct the {name}.",
                 status_code=None,
                 details=(FieldError(loc=f"path.{name}", msg="must not be empty, '.' or '..'"),),
+            )
+        if _unencodable(value):
+            # quote() would raise UnicodeEncodeError: say what is wrong in the client's own terms instead.
+            raise VionlabsRejected(
+                f"The {name} cannot be sent to Vionlabs: it holds an unpaired surrogate, which is not text "
+                f"any URL can carry; correct the {name}.",
+                status_code=None,
+                details=(FieldError(loc=f"path.{name}", msg="must be valid Unicode text"),),
             )
         encoded[name] = quote(value, safe="")
     return template.format_map(encoded)
@@ -291,13 +347,32 @@ def _text(value: Any, what: str, *, optional: bool = False) -> str | None:
     raise _ShapeError(f"{what} is missing or not a string")
 
 
+def _status(value: Any, what: str) -> str:
+    """A task status: any string (kept as given) a database can store whole; raise _ShapeError otherwise."""
+    if not isinstance(value, str):
+        raise _ShapeError(f"{what} is missing or not a string")
+    if len(value) > STATUS_MAX_LENGTH:
+        raise _ShapeError(
+            f"{what} is {len(value)} characters long (at most {STATUS_MAX_LENGTH} are accepted)"
+        )
+    if "\x00" in value or _unencodable(value):
+        raise _ShapeError(f"{what} holds a NUL or an unpaired surrogate")
+    return value
+
+
+def _unencodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _parse_task_state(data: Any) -> TaskState:
     """A TaskStatus object: status (kept as given), error, and `_links` as Link tuples."""
     if not isinstance(data, dict):
         raise _ShapeError("expected an object")
-    status = data.get("status")
-    if not isinstance(status, str):
-        raise _ShapeError("'status' is missing or not a string")
+    status = _status(data.get("status"), "'status'")
     raw_links = data.get("_links")
     if raw_links is None:
         raw_links = {}
@@ -325,9 +400,7 @@ def _parse_item_tasks(data: Any) -> list[ItemTask]:
         if not isinstance(entry, dict) or not isinstance(entry.get("task_status"), dict):
             raise _ShapeError("an entry has no 'task_status' object")
         task_status = entry["task_status"]
-        status = task_status.get("status")
-        if not isinstance(status, str):
-            raise _ShapeError("a 'task_status' has no 'status' string")
+        status = _status(task_status.get("status"), "a 'task_status' 'status'")
         tasks.append(
             ItemTask(
                 product=_text(entry.get("product"), "'product'") or "",
@@ -374,6 +447,8 @@ class VionlabsClient:
         pool_size: int = 16,
         throttle: ThrottleLike | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        result_paths: Mapping[str, str] | None = None,
+        on_call: CallObserver | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -382,6 +457,10 @@ class VionlabsClient:
             raise ValueError("base_url must not carry a query string or fragment; pass the key as api_key")
         if not timeout > 0 or max_retries < 0 or pool_size < 1:
             raise ValueError("timeout must be > 0, max_retries >= 0 and pool_size >= 1")
+        paths = {**DEFAULT_RESULT_PATHS, **(result_paths or {})}
+        for product, template in paths.items():
+            _result_placeholder(product, template)  # ValueError now rather than at the first fetch
+        self._result_paths = paths
         _protect_logs(api_key)
         self._base_url = base_url.rstrip("/")
         self._timeout = float(timeout)
@@ -393,6 +472,7 @@ class VionlabsClient:
         self._max_retry_wait = max_retry_wait
         self._throttle = throttle
         self._sleep = sleep
+        self._on_call = on_call
         self._has_key = bool(api_key)
         self._session = requests.Session()
         # The one place the key is added: requests merges session params into every request's query.
@@ -465,19 +545,114 @@ class VionlabsClient:
                 return
             previous, page_num = page, page_num + 1
 
-    def _call(
+    # -- Results APIs (one per product; access is granted per API) ----------------------------------------
+
+    def get_adbreaks(
+        self,
+        inventory_id: str,
+        *,
+        version: str | None = None,
+        minimum_separation: float | None = None,
+        maximum_separation: float | None = None,
+        skip_first: float | None = None,
+        skip_last: float | None = None,
+    ) -> AdBreaksResult:
+        """Read ad-break candidates in seconds (v3); the minute parameters are passed through when given.
+
+        Raises VionlabsNoResult (no result yet), VionlabsNoAccess (the key lacks this API) or another kind."""
+        query = _result_query(
+            version=version,
+            minimum_separation=minimum_separation,
+            maximum_separation=maximum_separation,
+            skip_first=skip_first,
+            skip_last=skip_last,
+        )
+        return self._fetch_result(
+            "adbreaks", inventory_id, query, lambda data: parse_adbreaks(data, inventory_id=inventory_id)
+        )
+
+    def get_contextual_adbreaks(
+        self,
+        inventory_id: str,
+        *,
+        version: str | None = None,
+        minimum_separation: float | None = None,
+        maximum_separation: float | None = None,
+        skip_first: float | None = None,
+        skip_last: float | None = None,
+    ) -> ContextualAdBreaksResult:
+        """Read contextual ad breaks (v2: keywords, moods, IAB tiers, nudity/profanity flags per break).
+
+        Raises VionlabsNoResult, VionlabsNoAccess or another VionlabsError kind."""
+        query = _result_query(
+            version=version,
+            minimum_separation=minimum_separation,
+            maximum_separation=maximum_separation,
+            skip_first=skip_first,
+            skip_last=skip_last,
+        )
+
+        def parse(data: Any) -> ContextualAdBreaksResult:
+            return parse_contextual_adbreaks(data, inventory_id=inventory_id)
+
+        return self._fetch_result("contextual_adbreak", inventory_id, query, parse)
+
+    def get_markers(self, ident: str, *, version: str | None = None) -> MarkersResult:
+        """Read intro, recap and end-credit markers; `not_yet_available: true` raises VionlabsNoResult."""
+        query = _result_query(version=version)
+        return self._fetch_result("markers", ident, query, lambda data: parse_markers(data, ident=ident))
+
+    def get_result(
+        self,
+        inventory_id: str,
+        product: str,
+        *,
+        version: str | None = None,
+        query: Mapping[str, str | int | float] | None = None,
+    ) -> GenericResult:
+        """Read any product's result as plain JSON (extra query parameters are passed through).
+
+        The path is `result_paths[product]`, by default `/results/<product>/v1/{inventory_id}` (an assumption
+        for products whose reference is not known). Raises VionlabsNoResult, VionlabsNoAccess or another kind."""
+        product = str(product)
+        extra = dict(query or {})
+        if any(name.lower() == "key" for name in extra):
+            raise ValueError("the key is set by the client; do not pass 'key' in query")
+        full = {**extra, **_result_query(version=version)}
+
+        def parse(data: Any) -> GenericResult:
+            return parse_generic(data, product=product, inventory_id=inventory_id)
+
+        return self._fetch_result(product, inventory_id, full, parse)
+
+    def _fetch_result[T](
+        self, product: str, inventory_id: str, query: Mapping[str, object], parse: Callable[[Any], T]
+    ) -> T:
+        """One GET of a Results API, through the same retries, throttle, deadline and redaction as tasks."""
+        if product in ("", ".", "..") or "/" in product:
+            raise ValueError(f"not a product name: {product!r}")
+        template = self._result_paths.get(product) or GENERIC_RESULT_PATH.format(
+            product=quote(product, safe="")
+        )
+        placeholder = _result_placeholder(product, template)
+        return self._call(
+            "GET", template, {placeholder: inventory_id}, parse=parse, query=query or None, results_of=product
+        )
+
+    def _call[T](
         self,
         method: str,
         template: str,
         params: Mapping[str, str],
         *,
-        parse: Callable[[Any], Any],
+        parse: Callable[[Any], T],
         body: dict[str, Any] | None = None,
         query: Mapping[str, object] | None = None,
-    ) -> Any:
+        results_of: str | None = None,
+    ) -> T:
         """Send with bounded retries; return the parsed answer or raise a VionlabsError (never chained)."""
         url = self._base_url + _build_path(template, params)
-        call = _Call(method, template, {**params, **(query or {})})
+        call = _Call(method, template, {**params, **(query or {})}, results_of)
         attempts = self._max_retries + 1
         for attempt in range(1, attempts + 1):
             if self._throttle is not None:
@@ -489,7 +664,7 @@ class VionlabsClient:
             elapsed = time.monotonic() - started
             if isinstance(outcome, _Done):
                 log.debug("%s %s -> ok in %.3f s (attempt %d)", method, template, elapsed, attempt)
-                return outcome.data
+                return cast(T, outcome.data)
             retrying = outcome.retryable and attempt < attempts
             rate_limited = isinstance(outcome.error, VionlabsRateLimited) and self._throttle is not None
             delay = outcome.retry_after
@@ -531,29 +706,54 @@ class VionlabsClient:
         parse: Callable[[Any], Any],
     ) -> _Done | _Failure:
         """One HTTP exchange, turned into a result or a classified failure; never raises requests' errors."""
-        deadline = time.monotonic() + self._timeout
+        started = time.monotonic()
+        result, observed = self._exchange(call, url, body, query, parse, deadline=started + self._timeout)
+        if self._on_call is not None:
+            try:
+                self._on_call(call.method, call.endpoint, observed, time.monotonic() - started)
+            except Exception:  # metrics must never break a call
+                log.exception("The on_call observer failed")
+        return result
+
+    def _exchange(
+        self,
+        call: _Call,
+        url: str,
+        body: dict[str, Any] | None,
+        query: Mapping[str, object] | None,
+        parse: Callable[[Any], Any],
+        *,
+        deadline: float,
+    ) -> tuple[_Done | _Failure, str]:
+        """One HTTP exchange and the outcome class an observer is told."""
         failure = None
+        timeout = False
         try:
             response = self._session.request(
                 call.method,
                 url,
-                params=query,
+                params=None if query is None else {name: str(value) for name, value in query.items()},
                 json=body,
                 timeout=(self._timeout, self._timeout),
                 allow_redirects=False,
                 stream=True,
             )
         except (requests.RequestException, Urllib3Error) as exc:
-            failure = self._transport_failure(call, sent=_may_have_been_sent(exc), timeout=_is_timeout(exc))
+            timeout = _is_timeout(exc)
+            failure = self._transport_failure(call, sent=_may_have_been_sent(exc), timeout=timeout)
         if failure is not None:
-            return failure
+            return failure, "timeout" if timeout else "connection_error"
+        status = response.status_code
+        observed = "429" if status == 429 else f"{status // 100}xx"
         with response:
             content, problem = _read_body(response, deadline)
         if problem == "too_large":
-            return self._bad_response(call, f"the answer is larger than {_MAX_BODY // 2**20} MB")
+            return self._bad_response(call, f"the answer is larger than {_MAX_BODY // 2**20} MB"), observed
         if problem is not None:
-            return self._transport_failure(call, sent=True, timeout=problem == "timeout")
-        return self._interpret(call, response.status_code, response.headers, content, parse)
+            timeout = problem == "timeout"
+            failure = self._transport_failure(call, sent=True, timeout=timeout)
+            return failure, "timeout" if timeout else "connection_error"
+        return self._interpret(call, status, response.headers, content, parse), observed
 
     def _interpret(
         self,
@@ -572,6 +772,8 @@ class VionlabsClient:
                 return _Done(parse(data))
             except _ShapeError as exc:
                 reason = str(exc)
+            except NotYetAvailable as exc:
+                return self._no_result(call, status, str(exc))
             return self._bad_response(call, reason)
         if 300 <= status < 400:
             reason = f"it redirects (HTTP {status}), which the client does not follow; check VIONLABS_API_URL"
@@ -580,6 +782,16 @@ class VionlabsClient:
         retry_after = _parse_retry_after(
             headers.get("Retry-After"), cap=self._retry_after_cap, now=time.time()
         )
+        if status in (401, 403) and call.results_of is not None:
+            message = (
+                f"Vionlabs refused the API key (HTTP {status}): no access to the {call.results_of} results API. "
+                "Access is granted per API: ask Vionlabs to enable it for this key (tasks may still work), "
+                "or check VIONLABS_API_KEY."
+            )
+            no_access = VionlabsNoAccess(call.context(message), status_code=status, product=call.results_of)
+            return _Failure(no_access, False, label=label)
+        if status == 404 and call.results_of is not None:
+            return self._no_result(call, status, "Vionlabs answered HTTP 404")
         if status in (401, 403):
             message = (
                 f"Vionlabs refused the API key (HTTP {status}): it is missing or invalid, or has no access "
@@ -596,7 +808,7 @@ class VionlabsClient:
             return _Failure(VionlabsNotFound(call.context(message), status_code=404), False, label=label)
         if status == 429:
             when = f"in {max(1, math.ceil(retry_after))} s" if retry_after is not None else "in a minute"
-            error = VionlabsRateLimited(
+            error: VionlabsError = VionlabsRateLimited(
                 call.context(f"Vionlabs asks us to slow down; try again {when}."), retry_after=retry_after
             )
             # A POST is the caller's to repeat: it may want to re-read the task first.
@@ -638,6 +850,16 @@ class VionlabsClient:
         error = VionlabsUnavailable(call.context(message), outcome_unknown=unknown)
         return _Failure(error, not sent or call.idempotent, label=label)
 
+    def _no_result(self, call: _Call, status: int, reason: str) -> _Failure:
+        """A results API has nothing for this item (yet); not retried, not an outage."""
+        product = call.results_of or "requested"
+        message = (
+            f"Vionlabs has no {product} result for this item yet ({_REDACTOR.redact(reason[:_DETAIL_CHARS])}): "
+            "the task may not be done, or the item was not processed at this version."
+        )
+        error = VionlabsNoResult(call.context(message), status_code=status, product=product)
+        return _Failure(error, False, label="no result")
+
     def _bad_response(self, call: _Call, reason: str) -> _Failure:
         """An answer the client cannot use; never retried (asking again would give the same)."""
         message = (
@@ -650,6 +872,31 @@ class VionlabsClient:
 _OUTCOME_UNKNOWN = (
     " The change may or may not have reached Vionlabs: refresh the task to see its state before acting again."
 )
+
+
+def _result_query(*, version: str | None, **minutes: float | None) -> dict[str, object]:
+    """The query of a results GET: the version and the minute parameters that were given, as given."""
+    query: dict[str, object] = {}
+    if version is not None:
+        query["version"] = str(version)
+    for name, value in minutes.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a number of minutes, got {value!r}")
+        query[name] = value
+    return query
+
+
+def _result_placeholder(product: str, template: str) -> str:
+    """The one placeholder (`inventory_id` or `ident`) of a results path template; ValueError otherwise."""
+    names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    if not template.startswith("/") or len(names) != 1 or names[0] not in ("inventory_id", "ident"):
+        raise ValueError(
+            f"the results path of {product!r} must start with '/' and hold exactly one placeholder, "
+            f"{{inventory_id}} or {{ident}}: {template!r}"
+        )
+    return names[0]
 
 
 def _phrase(status: int) -> str:

@@ -70,8 +70,40 @@ class VionlabsUnauthorized(VionlabsError):
     """Vionlabs refused the API key (401/403): missing, invalid, or without access to the Tasks API."""
 
 
+class VionlabsNoAccess(VionlabsUnauthorized):
+    """A results API refused the key (401/403): access is granted per API, so the Tasks API may still work.
+
+    `product` names the results API (`adbreaks`, `markers`, ...)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, product: str) -> None:
+        super().__init__(message, status_code=status_code)
+        self.product = product
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.message!r}, status_code={self.status_code!r}, "
+            f"product={self.product!r})"
+        )
+
+
 class VionlabsNotFound(VionlabsError):
     """Vionlabs answered 404: no such item or task there (yet)."""
+
+
+class VionlabsNoResult(VionlabsNotFound):
+    """A results API has nothing for this item yet: 404, `not_yet_available: true`, or an envelope without data.
+
+    Not a failure of the task: the result may appear later (or the item is not processed for `product`)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, product: str) -> None:
+        super().__init__(message, status_code=status_code)
+        self.product = product
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.message!r}, status_code={self.status_code!r}, "
+            f"product={self.product!r})"
+        )
 
 
 class VionlabsRejected(VionlabsError):
@@ -92,3 +124,11 @@ class VionlabsRejected(VionlabsError):
 
 class VionlabsBadResponse(VionlabsError):
     """Vionlabs answered with something the client cannot read: not JSON, the wrong shape, or a redirect."""
+
+
+class ShapeError(Exception):
+    """Internal: a parser found JSON that is not the documented shape (the client raises VionlabsBadResponse)."""
+
+
+class NotYetAvailable(Exception):
+    """Internal: a results parser found a well-formed "nothing yet" answer (the client raises VionlabsNoResult)."""

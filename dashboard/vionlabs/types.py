@@ -44,6 +44,11 @@ class Status(StrEnum):
     DEACTIVATED = "deactivated"
 
 
+#: The longest status the client accepts. Statuses are free strings and are stored whole; this bound only keeps a
+#: hostile answer out of the database's indexes (a PostgreSQL btree entry holds at most ~2,700 bytes, and
+#: 500 characters of 4-byte UTF-8 plus product and version stay under it). A longer one is a bad response.
+STATUS_MAX_LENGTH = 500
+
 #: Still being worked on at Vionlabs: worth asking again later.
 IN_FLIGHT_STATUSES: frozenset[str] = frozenset({Status.PENDING, Status.PROCESSING})
 #: Will not change without an action of ours. An unknown status is in neither set: shown as it is,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import make_user, rebuild_role_groups
+
 # Playwright's sync API runs an asyncio loop in the test thread; Django's async-safety check would then refuse
 # every ORM call the test makes. (Set at import, so for the whole run once browser tests are collected.)
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
@@ -243,31 +245,16 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
-def _user_in_group(django_user_model, *, username: str, group_name: str, operate: bool):
-    # Transactional tests flush the tables, groups from the data migration included; permissions come back
-    # (post_migrate), so the groups are rebuilt here with the permissions their migration gives them.
-    from django.contrib.auth.models import Group, Permission
-
-    group, _ = Group.objects.get_or_create(name=group_name)
-    perms = Permission.objects.filter(content_type__app_label="catalog", codename__startswith="view_")
-    group.permissions.add(*perms)
-    if operate:
-        group.permissions.add(
-            Permission.objects.get(content_type__app_label="catalog", codename="operate_tasks")
-        )
-    user = django_user_model.objects.create_user(username=username, password=f"{username}-password-1")
-    user.groups.add(group)
-    return user
-
-
 @pytest.fixture
 def operator(django_user_model, live_server):
-    return _user_in_group(django_user_model, username="olivia", group_name="Operators", operate=True)
+    rebuild_role_groups()
+    return make_user("olivia", role="operator", password="olivia-password-1")
 
 
 @pytest.fixture
 def viewer(django_user_model, live_server):
-    return _user_in_group(django_user_model, username="victor", group_name="Viewers", operate=False)
+    rebuild_role_groups()
+    return make_user("victor", role="viewer", password="victor-password-1")
 
 
 @pytest.fixture

@@ -9,13 +9,9 @@ import responses
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from dashboard.catalog.models import Operation, OperationKind, ProductTask
-
-from . import ui_fixtures
-from .ui_fixtures import add_items, make_user
+from tests.factories import add_items
 
 # Fixtures shared by the UI test modules.
-operator = ui_fixtures.operator
-products = ui_fixtures.products
 
 # Views reachable without a login, on purpose. A new one must be added here knowingly.
 PUBLIC = {"webhook-vionlabs"}
@@ -110,8 +106,8 @@ def test_anonymous_htmx_request_gets_a_whole_page_redirect(client, objects, name
 
 @pytest.mark.parametrize("method", ["get", "post"])
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in PUBLIC])
-def test_user_without_a_role_sees_nothing(client, django_user_model, objects, name, method):
-    client.force_login(make_user(django_user_model, "nadia", None))
+def test_user_without_a_role_sees_nothing(client, nobody, objects, name, method):
+    client.force_login(nobody)
     response = getattr(client, method)(url_for(name, objects))
     assert response.status_code in {403, 405}
 
@@ -121,8 +117,8 @@ def is_post_only(client, url) -> bool:
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in PUBLIC])
-def test_viewer_can_read_but_not_act(client, django_user_model, objects, name):
-    client.force_login(make_user(django_user_model, "victor", "Viewers"))
+def test_viewer_can_read_but_not_act(client, viewer, objects, name):
+    client.force_login(viewer)
     url = url_for(name, objects)
     get = client.get(url)
     post = client.post(url)
@@ -136,8 +132,8 @@ def test_viewer_can_read_but_not_act(client, django_user_model, objects, name):
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in PUBLIC])
-def test_operator_can_read_and_act(client, django_user_model, objects, name):
-    client.force_login(make_user(django_user_model, "olivia", "Operators"))
+def test_operator_can_read_and_act(client, operator, objects, name):
+    client.force_login(operator)
     url = url_for(name, objects)
     get = client.get(url)
     assert get.status_code in {200, 405}
@@ -166,8 +162,8 @@ def test_plain_request_with_expired_session_gets_the_login_redirect(client, obje
     assert response["Location"] == "/login/?next=/tasks/"
 
 
-def test_a_refused_action_explains_the_roles(client, django_user_model, objects):
-    client.force_login(make_user(django_user_model, "victor", "Viewers"))
+def test_a_refused_action_explains_the_roles(client, viewer, objects):
+    client.force_login(viewer)
     response = client.post(reverse("catalog:task-refresh", args=[objects["task"].pk]))
     assert response.status_code == 403
     assert b"Ask an administrator to add you to the Operators group" in response.content

@@ -10,13 +10,7 @@ from django.urls import reverse
 from dashboard.catalog import services
 from dashboard.catalog.models import ProductTask, TaskEvent
 from dashboard.vionlabs.errors import VionlabsRateLimited
-
-from . import ui_fixtures
-from .ui_fixtures import add_items
-
-operator = ui_fixtures.operator
-products = ui_fixtures.products
-operator_client = ui_fixtures.operator_client
+from tests.factories import add_items
 
 BASE = "http://vionlabs.test"
 KEY = "k3y-that-must-never-show-0123456789"

@@ -6,7 +6,6 @@ from urllib.parse import quote
 
 import pytest
 import responses
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
@@ -23,6 +22,7 @@ from dashboard.catalog.models import (
     TaskEvent,
     UpstreamHealth,
 )
+from tests.factories import make_user
 
 BASE = "https://vionlabs.test"
 
@@ -51,20 +51,18 @@ def state(status):
     return {"status": status, "error": None, "_links": {}}
 
 
-def staff(django_user_model, username, *codenames):
-    user = django_user_model.objects.create_user(username, is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
-    return user
+# Staff users with exactly the permissions the admin checks (not the role groups, which also see the app's
+# other models): what an admin page shows depends on each one.
+@pytest.fixture
+def staff_operator(db):
+    return make_user(
+        "operator", staff=True, permissions=("view_producttask", "view_catalogitem", "operate_tasks")
+    )
 
 
 @pytest.fixture
-def operator(django_user_model):
-    return staff(django_user_model, "operator", "view_producttask", "view_catalogitem", "operate_tasks")
-
-
-@pytest.fixture
-def viewer(django_user_model):
-    return staff(django_user_model, "viewer", "view_producttask", "view_catalogitem")
+def staff_viewer(db):
+    return make_user("viewer", staff=True, permissions=("view_producttask", "view_catalogitem"))
 
 
 def add_rows(count, *, start=0, user=None):
@@ -174,12 +172,12 @@ def make_task(item, product="adbreaks", version="1.0.1", status="pending"):
     )
 
 
-def test_refresh_action_calls_the_service_and_reports_each_row(client, operator, item, mocked):
+def test_refresh_action_calls_the_service_and_reports_each_row(client, staff_operator, item, mocked):
     changing = make_task(item, product="adbreaks")
     failing = make_task(item, product="markers")
     mocked.get(task_url(changing), json=state("done"))
     mocked.get(task_url(failing), status=503)
-    client.force_login(operator)
+    client.force_login(staff_operator)
 
     messages = run_action(client, "refresh_tasks", [changing, failing])
 
@@ -190,15 +188,15 @@ def test_refresh_action_calls_the_service_and_reports_each_row(client, operator,
     failing.refresh_from_db()
     assert (changing.status, failing.status) == ("done", "pending")
     event = changing.events.get()
-    assert (event.actor, event.source) == (operator, EventSource.ADMIN)
+    assert (event.actor, event.source) == (staff_operator, EventSource.ADMIN)
     assert failing.events.get().action == EventAction.SYNC_FAILED
 
 
-def test_deactivate_action_skips_refused_rows_and_deactivates_the_rest(client, operator, item, mocked):
+def test_deactivate_action_skips_refused_rows_and_deactivates_the_rest(client, staff_operator, item, mocked):
     live = make_task(item, product="adbreaks", status="processing")
     gone = make_task(item, product="markers", status="deactivated")
     mocked.delete(task_url(live), json=state("deactivated"))
-    client.force_login(operator)
+    client.force_login(staff_operator)
 
     messages = run_action(client, "deactivate_tasks", [live, gone])
 
@@ -209,7 +207,9 @@ def test_deactivate_action_skips_refused_rows_and_deactivates_the_rest(client, o
     assert live.status == "deactivated"
 
 
-def test_create_default_version_action_creates_once_per_item_and_product(client, operator, item, mocked):
+def test_create_default_version_action_creates_once_per_item_and_product(
+    client, staff_operator, item, mocked
+):
     ProductSetting.objects.create(product="adbreaks", default_version="2.0", default_priority="high")
     old = make_task(item, product="adbreaks", version="1.0.1", status="done")
     older = make_task(item, product="adbreaks", version="0.9", status="failed")
@@ -217,19 +217,19 @@ def test_create_default_version_action_creates_once_per_item_and_product(client,
     mocked.post(
         f"{BASE}/tasks/catalog-item/tt0111161%2F4k/product/adbreaks/version/2.0", json=state("pending")
     )
-    client.force_login(operator)
+    client.force_login(staff_operator)
 
     messages = run_action(client, "create_default_version", [old, older, unset])
 
     [post] = mocked.calls
     assert json.loads(post.request.body) == {"priority": "high"}
     created = ProductTask.objects.get(item=item, product="adbreaks", version="2.0")
-    assert (created.status, created.requested_by) == ("pending", operator)
+    assert (created.status, created.requested_by) == ("pending", staff_operator)
     assert any("nudity" in m and "no enabled product setting" in m for m in messages)
     assert "Create: 1 done, 1 skipped, 0 failed of 2." in messages
 
 
-def test_item_action_creates_tasks_for_every_enabled_product(client, operator, item, mocked):
+def test_item_action_creates_tasks_for_every_enabled_product(client, staff_operator, item, mocked):
     ProductSetting.objects.create(product="adbreaks", default_version="2.0")
     ProductSetting.objects.create(product="markers", default_version="m1")
     ProductSetting.objects.create(product="nudity", default_version="n1", enabled=False)
@@ -237,7 +237,7 @@ def test_item_action_creates_tasks_for_every_enabled_product(client, operator, i
         f"{BASE}/tasks/catalog-item/tt0111161%2F4k/product/adbreaks/version/2.0", json=state("pending")
     )
     mocked.post(f"{BASE}/tasks/catalog-item/tt0111161%2F4k/product/markers/version/m1", json=state("pending"))
-    client.force_login(operator)
+    client.force_login(staff_operator)
 
     messages = run_action(client, "create_default_tasks", [item], model="catalogitem")
 
@@ -248,9 +248,9 @@ def test_item_action_creates_tasks_for_every_enabled_product(client, operator, i
     }
 
 
-def test_actions_need_the_operate_permission(client, viewer, item, mocked):
+def test_actions_need_the_operate_permission(client, staff_viewer, item, mocked):
     task = make_task(item)
-    client.force_login(viewer)
+    client.force_login(staff_viewer)
     url = reverse("admin:catalog_producttask_changelist")
 
     page = client.get(url)
@@ -263,9 +263,9 @@ def test_actions_need_the_operate_permission(client, viewer, item, mocked):
     assert not task.events.exists()
 
 
-def test_operators_see_the_actions(client, operator, item):
+def test_operators_see_the_actions(client, staff_operator, item):
     make_task(item)
-    client.force_login(operator)
+    client.force_login(staff_operator)
 
     page = client.get(reverse("admin:catalog_producttask_changelist"))
 
@@ -273,10 +273,10 @@ def test_operators_see_the_actions(client, operator, item):
         assert action.encode() in page.content
 
 
-def test_an_action_on_too_many_rows_is_refused_before_any_call(client, operator, mocked):
+def test_an_action_on_too_many_rows_is_refused_before_any_call(client, staff_operator, mocked):
     item = CatalogItem.objects.create(inventory_id="many")
     tasks = [make_task(item, version=str(n)) for n in range(ADMIN_ACTION_LIMIT + 1)]
-    client.force_login(operator)
+    client.force_login(staff_operator)
 
     messages = run_action(client, "refresh_tasks", tasks)
 

@@ -501,6 +501,7 @@ def _check_memory(tmp_path: Path, rows: int) -> None:
     assert peak_mb < 150
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_100k_row_file_imports_with_peak_memory_under_150_mb(tmp_path):
     _check_memory(tmp_path, 100_000)

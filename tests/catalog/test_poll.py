@@ -10,15 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.catalog.models import ProductTask
-
-from . import ui_fixtures
-from .ui_fixtures import add_items
-
-viewer = ui_fixtures.viewer
-products = ui_fixtures.products
-viewer_client = ui_fixtures.viewer_client
-operator = ui_fixtures.operator
-operator_client = ui_fixtures.operator_client
+from tests.factories import add_items
 
 AUTH = 4
 

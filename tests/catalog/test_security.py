@@ -12,12 +12,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.urls import reverse
 
-from . import ui_fixtures
-from .ui_fixtures import add_items, add_series
-
-products = ui_fixtures.products
-operator = ui_fixtures.operator
-operator_client = ui_fixtures.operator_client
+from tests.factories import add_items, add_series
 
 ROOT = Path(__file__).resolve().parents[2]
 INLINE = [

@@ -8,6 +8,7 @@ import time
 import pytest
 from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
+from django.test import RequestFactory
 
 from dashboard.catalog import services
 from dashboard.catalog.models import (
@@ -18,6 +19,11 @@ from dashboard.catalog.models import (
     TaskEvent,
     TaskStatus,
 )
+
+
+def login_request():
+    # django-axes counts each attempt against the request's address: authenticate() needs a request.
+    return RequestFactory().post("/login/")
 
 
 def seed(*args):
@@ -100,9 +106,9 @@ def test_seed_prints_three_logins_that_work_with_their_roles(no_api):
 
     passwords = _passwords(out)
     assert set(passwords) == {"admin", "operator", "viewer"}
-    admin = authenticate(username="admin", password=passwords["admin"])
-    operator = authenticate(username="operator", password=passwords["operator"])
-    viewer = authenticate(username="viewer", password=passwords["viewer"])
+    admin = authenticate(login_request(), username="admin", password=passwords["admin"])
+    operator = authenticate(login_request(), username="operator", password=passwords["operator"])
+    viewer = authenticate(login_request(), username="viewer", password=passwords["viewer"])
     assert admin.is_superuser
     assert operator.has_perm("catalog.operate_tasks")
     assert operator.has_perm("catalog.view_catalogitem")
@@ -120,7 +126,7 @@ def test_seed_creates_the_groups_when_the_roles_migration_did_not(no_api):
 
     out, _ = seed()
 
-    operator = authenticate(username="operator", password=_passwords(out)["operator"])
+    operator = authenticate(login_request(), username="operator", password=_passwords(out)["operator"])
     assert operator.has_perm("catalog.operate_tasks")
     viewer = get_user_model().objects.get(username="viewer")
     assert viewer.has_perm("catalog.view_catalogitem")
@@ -139,7 +145,7 @@ def test_seed_twice_changes_nothing(no_api):
     assert (CatalogItem.objects.count(), ProductTask.objects.count(), TaskEvent.objects.count()) == counts
     assert dict(CatalogItem.objects.values_list("inventory_id", "updated_at")) == updated
     assert "password unchanged" in out
-    assert authenticate(username="admin", password=passwords["admin"]) is not None
+    assert authenticate(login_request(), username="admin", password=passwords["admin"]) is not None
     assert get_user_model().objects.count() == 3
 
 

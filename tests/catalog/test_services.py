@@ -46,11 +46,6 @@ def item(db):
     return CatalogItem.objects.create(inventory_id=INVENTORY_ID, title="The Shawshank Redemption")
 
 
-@pytest.fixture
-def operator(django_user_model):
-    return django_user_model.objects.create_user("operator")
-
-
 def task_url(product="adbreaks", version="1.0.1", inventory_id=INVENTORY_ID):
     return (
         f"{BASE}/tasks/catalog-item/{quote(inventory_id, safe='')}/product/{quote(product, safe='')}"

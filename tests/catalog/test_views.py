@@ -17,15 +17,7 @@ from dashboard.catalog.models import (
     TaskEvent,
     UpstreamHealth,
 )
-
-from . import ui_fixtures
-from .ui_fixtures import add_items, add_series
-
-operator = ui_fixtures.operator
-viewer = ui_fixtures.viewer
-products = ui_fixtures.products
-viewer_client = ui_fixtures.viewer_client
-operator_client = ui_fixtures.operator_client
+from tests.factories import add_items, add_series
 
 HTMX = {"HX-Request": "true"}
 # Session, user, and the user's and groups' permissions: what every logged-in request costs.

@@ -57,7 +57,11 @@ def test_known_item_gets_202_and_one_refresh_job_with_ids_only(
         response = post(hook)
     assert response.status_code == 202
     assert response.json()["status"] == "refresh enqueued"
-    assert [job.args_kwargs for job in jobs()] == [{"args": [item.pk, "webhook"], "kwargs": {}}]
+    # Ids only, and the request's id so the job's log lines can be traced back to it.
+    request_id = response["X-Request-ID"]
+    assert [job.args_kwargs for job in jobs()] == [
+        {"args": [item.pk, "webhook"], "kwargs": {"request_id": request_id}}
+    ]
     delivery = WebhookDelivery.objects.get()
     assert (delivery.item, delivery.refresh_enqueued, delivery.kind) == (item, True, "task.completed")
 

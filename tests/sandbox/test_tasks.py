@@ -175,18 +175,28 @@ def test_unknown_product_is_422_in_fastapi_shape(sandbox):
     assert call(sandbox, "GET", task_path("tt1", product="adbreaks")).status_code == 404  # nothing created
 
 
-@pytest.mark.parametrize("version", ["", " ", "\t"])
-def test_blank_version_is_422(sandbox, version):
-    answer = call(sandbox, "GET", task_path("tt1", version=version))
+def test_empty_version_is_422(sandbox):
+    answer = call(sandbox, "GET", task_path("tt1", version=""))
     assert answer.status_code == 422
     (error,) = answer.json()["detail"]
     assert error["loc"] == ["path", "version"]
-    assert error["input"] == version
+    assert error["input"] == ""
     assert {"type", "msg", "ctx"} <= set(error)
 
 
+@pytest.mark.parametrize("version", [" ", "\t", " 1.0 "])
+def test_a_whitespace_version_is_taken_as_given(sandbox, version):
+    # The vendor's min_length=1 applies to the value as sent: nothing is stripped.
+    created = call(sandbox, "POST", task_path("tt1", version=version))
+    assert created.status_code == 200
+    assert call(sandbox, "GET", task_path("tt1", version=version)).status_code == 200
+    assert call(sandbox, "GET", task_path("tt1", version=version.strip() or "x")).status_code == 404
+    (listed,) = call(sandbox, "GET", item_path("tt1")).json()
+    assert listed["version"] == version
+
+
 def test_every_invalid_field_is_reported_at_once(sandbox):
-    answer = call(sandbox, "POST", task_path("tt1", product="nope", version=" "), json={"priority": "urgent"})
+    answer = call(sandbox, "POST", task_path("tt1", product="nope", version=""), json={"priority": "urgent"})
     assert answer.status_code == 422
     assert [error["loc"] for error in answer.json()["detail"]] == [
         ["path", "product"],
@@ -203,6 +213,10 @@ def test_every_invalid_field_is_reported_at_once(sandbox):
         (b"not json", ["body"], "json_invalid"),
         (b'["high"]', ["body"], "model_attributes_type"),
         (b"\xff\xfe", ["body"], "json_invalid"),
+        (b"\x0c", ["body", 0], "json_invalid"),
+        (b"{", ["body", 1], "json_invalid"),
+        (b" ", ["body", 1], "json_invalid"),
+        (b"\x0b{}", ["body", 0], "json_invalid"),
     ],
 )
 def test_bad_post_body_is_422_and_creates_nothing(sandbox, body, loc_start, error_type):
@@ -292,6 +306,29 @@ def test_unknown_paths_are_404(sandbox, path):
     answer = call(sandbox, "GET", path)
     assert answer.status_code == 404
     assert answer.json() == {"detail": "Not Found"}
+
+
+@pytest.mark.parametrize("method", ["TRACE", "PATCH", "OPTIONS", "PROPFIND", "HEAD"])
+def test_an_undeclared_method_is_405_with_the_declared_ones_in_allow(sandbox, method):
+    answer = call(sandbox, method, task_path("tt1"))
+    assert answer.status_code == 405
+    assert answer.headers["Allow"] == "GET, POST, DELETE"
+    if method != "HEAD":
+        assert answer.json() == {"detail": "Method Not Allowed"}
+    assert call(sandbox, method, item_path("tt1")).headers["Allow"] == "GET"
+    assert call(sandbox, method, "/catalog/v1/item").headers["Allow"] == "GET, PUT"
+    # The connection stays usable: the next request on a fresh one is answered normally.
+    assert call(sandbox, "GET", item_path("tt1")).status_code == 200
+
+
+def test_a_json_decode_error_has_the_framework_shape(sandbox):
+    answer = call(sandbox, "POST", task_path("tt1"), data=b"\x0c")
+    assert answer.status_code == 422
+    (error,) = answer.json()["detail"]
+    assert error["type"] == "json_invalid"
+    assert error["loc"] == ["body", 0]
+    assert error["msg"] == "JSON decode error"
+    assert error["ctx"] == {"error": "Expecting value"}
 
 
 def test_wrong_method_is_405_with_allow(sandbox):

@@ -163,10 +163,10 @@ def test_unknown_product_is_rejected_with_the_field(client, sandbox):
     assert sandbox.stats()["requests"] == 1
 
 
-def test_blank_version_and_bad_priority_are_rejected_together(client):
+def test_unknown_product_and_bad_priority_are_rejected_together(client):
     with pytest.raises(VionlabsRejected) as caught:
-        client.create_task("tt1", Product.ADBREAKS, " ", priority="urgent")
-    assert [detail.loc for detail in caught.value.details] == ["path.version", "body.priority"]
+        client.create_task("tt1", "nope", "1.0", priority="urgent")
+    assert [detail.loc for detail in caught.value.details] == ["path.product", "body.priority"]
     assert all(isinstance(detail, FieldError) and detail.msg for detail in caught.value.details)
 
 

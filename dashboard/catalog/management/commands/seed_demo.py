@@ -48,7 +48,7 @@ NOTE = "demo data"
 SEED = 20240917
 
 # (product, default version, default priority): the enabled products; every other product is disabled.
-ENABLED_PRODUCTS = [
+ENABLED_PRODUCTS: list[tuple[str, str, str]] = [
     (ProductChoices.ADBREAKS, "op-adbreak-v6", PriorityChoices.MEDIUM),
     (ProductChoices.JITTHUMBNAILS, "1.0.1", PriorityChoices.LOW),
     (ProductChoices.FINGERPRINT, "2.3.0", PriorityChoices.LOW),
@@ -426,7 +426,7 @@ class Command(BaseCommand):
             TaskEvent.objects.bulk_create(
                 TaskEvent(
                     task=task,
-                    created_at=task.status_changed_at,
+                    created_at=task.status_changed_at or now,  # always set above
                     source=EventSource.IMPORT,
                     action=EventAction.DEACTIVATE if task.status == "deactivated" else EventAction.CREATE,
                     status_before="done" if task.status == "deactivated" else "",

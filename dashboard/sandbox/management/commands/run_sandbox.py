@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from dashboard.sandbox import Sandbox, SandboxOptions, read_catalog_file
+from dashboard.sandbox.state import PRODUCTS
 
 
 def _seconds(text: str) -> float:
@@ -32,7 +33,7 @@ def _whole_seconds(text: str) -> int:
 
 
 class Command(BaseCommand):
-    help = "Run a local stand-in for the Vionlabs Tasks API (tasks, item listing, catalog) until Ctrl-C."
+    help = "Run a local stand-in for the Vionlabs APIs (tasks, item listing, catalog, results) until Ctrl-C."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         defaults = SandboxOptions()
@@ -58,6 +59,12 @@ class Command(BaseCommand):
         parser.add_argument("--webhook-secret", default=None, help="sent in the x-api-key header of webhooks")
         parser.add_argument("--catalog-file", default=None, help="JSON Lines of catalog items to preload")
         parser.add_argument("--seed", type=int, default=None, help="seed for reproducible fault injection")
+        parser.add_argument(
+            "--no-access-product",
+            choices=PRODUCTS,
+            default=None,
+            help="a product whose Results API answers 403 (the key has no access to it)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         catalog = []
@@ -84,6 +91,7 @@ class Command(BaseCommand):
                 webhook_url=options["webhook_url"],
                 webhook_secret=options["webhook_secret"],
                 seed=options["seed"],
+                no_access_product=options["no_access_product"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None

@@ -1,9 +1,13 @@
-"""Users, products and catalog rows for the UI tests (views, access, poll, security)."""
+"""Builders for the rows tests need: users in a role, products, catalog items and their tasks.
+
+Plain functions, not fixtures, so a test can make as many as it needs; the fixtures in the conftest.py
+files are built from them.
+"""
 
 import datetime as dt
 
-import pytest
-from django.contrib.auth.models import Group
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
 from django.utils import timezone
 
 from dashboard.catalog.models import (
@@ -16,49 +20,57 @@ from dashboard.catalog.models import (
     TaskEvent,
 )
 
+#: The two roles and the groups migration 0003 makes for them.
+ROLE_GROUPS = {"viewer": "Viewers", "operator": "Operators"}
 
-def make_user(django_user_model, username: str, group: str | None):
-    user = django_user_model.objects.create_user(username=username, password=f"{username}-pw-1")
-    if group:
-        user.groups.add(Group.objects.get(name=group))
+
+def make_user(
+    username: str,
+    *,
+    role: str | None = None,
+    password: str | None = None,
+    staff: bool = False,
+    permissions: tuple[str, ...] = (),
+):
+    """A user in `role`'s group (none: may see nothing), with extra permissions given by codename."""
+    user = get_user_model().objects.create_user(username=username, password=password, is_staff=staff)
+    if role:
+        user.groups.add(Group.objects.get(name=ROLE_GROUPS[role]))
+    if permissions:
+        user.user_permissions.set(Permission.objects.filter(codename__in=permissions))
     return user
 
 
-@pytest.fixture
-def viewer(django_user_model):
-    return make_user(django_user_model, "victor", "Viewers")
+def rebuild_role_groups() -> None:
+    """Make the role groups again with the permissions their migration gives them.
+
+    Transactional tests (the live server's) flush every table, the migration's groups included; permissions
+    come back (post_migrate), groups do not."""
+    views = Permission.objects.filter(content_type__app_label="catalog", codename__startswith="view_")
+    for role, name in ROLE_GROUPS.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        group.permissions.add(*views)
+        if role == "operator":
+            group.permissions.add(
+                Permission.objects.get(content_type__app_label="catalog", codename="operate_tasks")
+            )
 
 
-@pytest.fixture
-def operator(django_user_model):
-    return make_user(django_user_model, "olivia", "Operators")
-
-
-@pytest.fixture
-def nobody(django_user_model):
-    """Logged in, but in no group: may see nothing."""
-    return make_user(django_user_model, "nadia", None)
-
-
-@pytest.fixture
-def viewer_client(client, viewer):
-    client.force_login(viewer)
-    return client
-
-
-@pytest.fixture
-def operator_client(client, operator):
-    client.force_login(operator)
-    return client
-
-
-@pytest.fixture
-def products(db):
+def make_products() -> list[ProductSetting]:
+    """Two enabled products and a disabled one, as an organisation would configure them."""
     return [
         ProductSetting.objects.create(product="adbreaks", default_version="1.0.1", position=1),
         ProductSetting.objects.create(product="markers", default_version="2", position=2),
         ProductSetting.objects.create(product="nudity", default_version="1", enabled=False, position=3),
     ]
+
+
+def make_item(inventory_id: str = "tt0111161/4k", title: str = "The Shawshank Redemption", **fields):
+    return CatalogItem.objects.create(inventory_id=inventory_id, title=title, **fields)
+
+
+def make_task(item, *, product: str = "adbreaks", version: str = "1.0.1", status: str = "pending", **fields):
+    return ProductTask.objects.create(item=item, product=product, version=version, status=status, **fields)
 
 
 def add_items(n: int, *, prefix: str = "item", statuses=("done", "pending", "failed", "processing")):
@@ -112,7 +124,5 @@ def add_series(*, seasons: int = 2, episodes: int = 5, prefix: str = "show"):
             )
             if e == episodes - 1:
                 continue  # missing
-            ProductTask.objects.create(
-                item=episode, product="adbreaks", version="1.0.1", status="failed" if e == 0 else "done"
-            )
+            make_task(episode, status="failed" if e == 0 else "done")
     return series

@@ -1,0 +1,8 @@
+"""A migration that is never applied: /readyz must see it as pending (tests/test_health.py)."""
+
+from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = []
+    operations = []
