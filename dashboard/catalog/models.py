@@ -202,7 +202,7 @@ class ProductTask(models.Model):
             models.Index(fields=["product", "status", "item"], name="task_product_status_item_idx"),
             models.Index(fields=["status", "id"], name="task_status_id_idx"),
             # The scheduler's claim walks task_inflight_check_idx (in-flight tasks by last check, NULLS FIRST):
-            # PostgreSQL only, created by migration 0009, as SQLite cannot order an index's NULLs.
+            # PostgreSQL only, created by migration 0011_postgres_indexes, as SQLite cannot order an index's NULLs.
             # The overview's stuck list: in-flight tasks by how long they have been in flight.
             models.Index(
                 Coalesce("requested_at", "created_at"),
@@ -234,7 +234,7 @@ class ProductTask(models.Model):
 class TaskCount(models.Model):
     """How many tasks there are per (product, version, status, kind of item), kept by database triggers.
 
-    An append-only log of deltas: the triggers on ProductTask and CatalogItem (migration 0007) add a row for
+    An append-only log of deltas: the triggers on ProductTask and CatalogItem (migration 0009_task_counts) add a row for
     every insert, delete and change of status, product, version or item kind, in the same transaction as
     the change, so the sum per key is always the exact count. Rows are only ever inserted, never updated, so
     concurrent writers never wait on a shared counter row (no hot row, no deadlock). `counts.compact`

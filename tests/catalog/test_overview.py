@@ -7,12 +7,7 @@ from django.http import QueryDict
 from dashboard.catalog.forms import CatalogFilterForm
 from dashboard.catalog.models import CatalogItem, ItemKind, ProductSetting, ProductTask
 
-from . import ui_fixtures
-from .ui_fixtures import add_series
-
-products = ui_fixtures.products
-viewer = ui_fixtures.viewer
-viewer_client = ui_fixtures.viewer_client
+from tests.factories import add_series
 
 
 def missing(product: str) -> list[str]:

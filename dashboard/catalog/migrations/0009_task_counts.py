@@ -167,21 +167,7 @@ DROP FUNCTION IF EXISTS catalog_count_item_update();
 """
 
 SQLITE_FORWARD = [
-    """-- TRUNCATE fires no DELETE trigger: emptying a table empties its counts.
-CREATE FUNCTION catalog_count_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM catalog_taskcount;
-    IF TG_TABLE_NAME = 'catalog_catalogitem' THEN
-        DELETE FROM catalog_itemcount;
-    END IF;
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER catalog_count_task_truncate AFTER TRUNCATE ON catalog_producttask
-    FOR EACH STATEMENT EXECUTE FUNCTION catalog_count_truncate();
-CREATE TRIGGER catalog_count_item_truncate AFTER TRUNCATE ON catalog_catalogitem
-    FOR EACH STATEMENT EXECUTE FUNCTION catalog_count_truncate();
-CREATE TRIGGER catalog_count_task_insert AFTER INSERT ON catalog_producttask BEGIN
+    """CREATE TRIGGER catalog_count_task_insert AFTER INSERT ON catalog_producttask BEGIN
         INSERT INTO catalog_taskcount (product, version, status, kind, n)
         SELECT NEW.product, NEW.version, NEW.status, kind, 1 FROM catalog_catalogitem WHERE id = NEW.item_id;
     END""",
@@ -251,7 +237,7 @@ def drop_triggers(apps, schema_editor) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("catalog", "0006_product_applies_to"),
+        ("catalog", "0008_sync_budget_last_cycle_at"),
     ]
 
     operations = [
