@@ -21,7 +21,15 @@ from dashboard.catalog.models import CatalogItem, ItemKind, ProductTask, TaskCou
 
 PRODUCTS = [("adbreaks", "1.0.1"), ("adbreaks", "2.0"), ("markers", "2")]
 # A vendor status longer than the known ones (and than 32 characters) is counted like any other.
-STATUSES = ["", "pending", "processing", "done", "failed", "deactivated", "queued_for_reprocessing_at_the_vendor_after_review"]
+STATUSES = [
+    "",
+    "pending",
+    "processing",
+    "done",
+    "failed",
+    "deactivated",
+    "queued_for_reprocessing_at_the_vendor_after_review",
+]
 
 
 def assert_no_drift() -> None:

@@ -6,7 +6,6 @@ from django.http import QueryDict
 
 from dashboard.catalog.forms import CatalogFilterForm
 from dashboard.catalog.models import CatalogItem, ItemKind, ProductSetting, ProductTask
-
 from tests.factories import add_series
 
 
