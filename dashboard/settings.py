@@ -42,8 +42,12 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "axes",
     "dashboard.catalog",
-    "dashboard.sandbox",
 ]
+#: The local stand-in for Vionlabs is an app (for `manage.py run_sandbox`) only where it is used: in
+#: development, in the tests, or with SANDBOX=true. A production process does not carry it.
+SANDBOX = env.bool("SANDBOX", default=DEBUG)
+if SANDBOX:
+    INSTALLED_APPS.append("dashboard.sandbox")
 
 MIDDLEWARE = [
     # First, so every response (redirects and probes included) carries X-Request-ID and every log line the id.

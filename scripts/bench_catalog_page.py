@@ -168,8 +168,8 @@ def main() -> None:
     from django.test import Client
     from django.utils import timezone
 
-    from dashboard.catalog.forms import encode_cursor
     from dashboard.catalog.models import CatalogItem, ProductTask
+    from dashboard.catalog.pagination import encode_cursor
 
     call_command("migrate", verbosity=0)
     existing = CatalogItem.objects.count()

@@ -7,6 +7,8 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("SESSION_COOKIE_SECURE", "false")
 os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
 os.environ.setdefault("SECURE_HSTS_SECONDS", "0")
+# The tests start the sandbox (`run_sandbox` included), which production leaves out.
+os.environ.setdefault("SANDBOX", "true")
 
 from dashboard.settings import *  # noqa: F403
 

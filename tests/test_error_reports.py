@@ -1,5 +1,6 @@
 """The debug error page (and error e-mails) never show the Vionlabs key held in a library frame's locals."""
 
+import html
 import sys
 
 import pytest
@@ -36,3 +37,36 @@ def test_the_technical_500_page_hides_a_url_holding_the_key(settings, encode):
         assert "Ca&amp;na&quot;ry&lt;key&gt;" not in rendered
     assert "value hidden: it contains the Vionlabs API key" in page
     assert "the connection was refused" in page  # the rest of the report is intact
+
+
+def _fail_holding(value: object) -> None:
+    held = value  # noqa: F841 - a local whose repr escapes the key
+    raise ConnectionError("the connection was refused")
+
+
+# Both quote characters and a backslash: repr() escapes the key, so its raw form is not in the repr.
+REPR_KEY = "".join(["it's", ' "quoted" ', "back", chr(92), "slash"])
+
+
+@pytest.mark.parametrize("held", ["string", "in-a-url", "in-a-dict"])
+def test_the_technical_500_page_hides_the_key_in_its_repr_form(settings, held):
+    settings.VIONLABS_API_KEY = REPR_KEY
+    settings.DEBUG = True
+    value = {
+        "string": REPR_KEY,
+        "in-a-url": f"https://apis.example.test/x?key={REPR_KEY}",
+        "in-a-dict": {"key": REPR_KEY},
+    }[held]
+    try:
+        _fail_holding(value)
+    except ConnectionError:
+        exc_type, exc_value, tb = sys.exc_info()
+    reporter = ExceptionReporter(RequestFactory().get("/items/1/"), exc_type, exc_value, tb)
+
+    text = reporter.get_traceback_text()
+    page = reporter.get_traceback_html()
+
+    escaped = repr(REPR_KEY)[1:-1]
+    assert escaped not in text
+    assert html.escape(escaped) not in page
+    assert "value hidden: it contains the Vionlabs API key" in page

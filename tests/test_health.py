@@ -10,8 +10,8 @@ from django_tasks_db.models import DBTaskResult
 
 from dashboard import health
 from dashboard.catalog import sync
+from dashboard.catalog.jobs import refresh_item
 from dashboard.catalog.models import UpstreamHealth
-from dashboard.catalog.tasks import refresh_item
 
 PROBES = ("/healthz", "/readyz", "/metrics")
 

@@ -13,8 +13,8 @@ from django.test import override_settings
 from django_tasks_db.models import DBTaskResult
 
 from dashboard.catalog.client import reset_clients
+from dashboard.catalog.jobs import enqueue_on_commit, refresh_item, run_operation
 from dashboard.catalog.models import CatalogItem
-from dashboard.catalog.tasks import enqueue_on_commit, refresh_item, run_operation
 from dashboard.logs import ContextFilter, log_context
 from dashboard.vionlabs.client import redact_key
 from tests.vionlabs.fakes import closed_port_url

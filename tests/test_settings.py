@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run_settings(env_overrides: dict[str, str], code: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "DATABASE_URL"}}
+    env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "DATABASE_URL", "SANDBOX"}}
     env.update(env_overrides)
     env["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
     return subprocess.run(
@@ -71,3 +71,22 @@ def test_default_database_is_sqlite_in_wal_mode_with_a_busy_timeout(tmp_path):
 def test_suite_runs_on_the_database_it_was_given():
     expected = "postgresql" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "sqlite"
     assert connection.vendor == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "installed"),
+    [
+        ({"SECRET_KEY": "x" * 50}, False),
+        ({"SECRET_KEY": "x" * 50, "SANDBOX": "true"}, True),
+        ({"DEBUG": "true"}, True),
+        ({"DEBUG": "true", "SANDBOX": "false"}, False),
+    ],
+)
+def test_the_sandbox_app_is_installed_only_where_it_is_used(env, installed):
+    code = (
+        "import django; django.setup(); from django.apps import apps; "
+        "print(apps.is_installed('dashboard.sandbox'))"
+    )
+    result = _run_settings(env, code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(installed)

@@ -13,11 +13,13 @@ from django.contrib import admin, messages
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.urls import path
 from django.utils.text import Truncator
 
 from dashboard.vionlabs.errors import VionlabsError
 
 from . import services
+from .admin_import import catalog_import_view_for
 from .forms import ProductSettingForm
 from .models import (
     CatalogItem,
@@ -32,6 +34,7 @@ from .models import (
     WebhookDelivery,
 )
 from .permissions import OPERATE_PERMISSION
+from .views.operations import preview_for_items
 
 #: Admin actions call Vionlabs once per row inside the web request; more than this belongs in a bulk
 #: operation (a background job with progress), not in one request that may time out half way.
@@ -108,7 +111,7 @@ def _actor(request: HttpRequest) -> AbstractBaseUser | None:
 
 
 def _default_settings() -> dict[str, ProductSetting]:
-    return {setting.product: setting for setting in ProductSetting.objects.filter(enabled=True)}
+    return {setting.product: setting for setting in ProductSetting.objects.enabled()}
 
 
 def _create_default(
@@ -184,10 +187,6 @@ class CatalogItemAdmin(OperateTasksMixin, admin.ModelAdmin):
 
     def get_urls(self) -> list:
         # The upload page (templates/admin/catalog/catalogitem/), the same importer as `import_catalog`.
-        from django.urls import path
-
-        from .admin_import import catalog_import_view_for
-
         upload = path(
             "import/",
             self.admin_site.admin_view(catalog_import_view_for(self)),
@@ -236,8 +235,6 @@ class CatalogItemAdmin(OperateTasksMixin, admin.ModelAdmin):
     )
     def start_bulk_operation(self, request: HttpRequest, queryset: QuerySet[CatalogItem]) -> HttpResponse:
         # Any number of items: the work runs as an Operation with progress, not inside this request.
-        from .operation_views import preview_for_items
-
         return preview_for_items(request, list(queryset.order_by("pk").values_list("pk", flat=True)))
 
 

@@ -1,15 +1,13 @@
 """Forms of the operations UI. `CatalogFilterForm` is the one place the catalog filters live: the catalog page
 and the bulk operations ("all N matching this filter") both call `filter_items`, so they cannot disagree."""
 
-import base64
-import binascii
 import datetime as dt
-import json
 from collections.abc import Iterable
 from typing import Any
 
 from django import forms
 from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.http import QueryDict
 from django.utils import timezone
 
 from dashboard.vionlabs import STATUS_MAX_LENGTH
@@ -24,6 +22,8 @@ from .models import (
     ProductTask,
     TaskStatus,
 )
+from .pagination import decode_cursor
+from .validators import INVENTORY_ID_MAX_LENGTH, VERSION_MAX_LENGTH
 
 #: The status filter's value for tasks Vionlabs has not answered for yet (stored as an empty status).
 UNANSWERED = "unanswered"
@@ -36,23 +36,6 @@ ITEM_SORTS = {
     "title": "Title (A to Z)",
     "-title": "Title (Z to A)",
 }
-
-
-def encode_cursor(values: list[Any]) -> str:
-    """An opaque, URL-safe page cursor (the sort key of the row a page starts after or before)."""
-    raw = json.dumps(values, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(text: str) -> list[Any]:
-    try:
-        padded = text + "=" * (-len(text) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise forms.ValidationError("This page link is damaged: go back to the first page.") from exc
-    if not isinstance(values, list) or len(values) != 2 or not isinstance(values[1], int):
-        raise forms.ValidationError("This page link is damaged: go back to the first page.")
-    return values
 
 
 class CursorFieldsMixin(forms.Form):
@@ -83,7 +66,7 @@ class CatalogFilterForm(CursorFieldsMixin, forms.Form):
         max_length=32,
         help_text="Of the product's task; any value Vionlabs uses, or 'unanswered'",
     )
-    version = forms.CharField(label="Version", required=False, max_length=100)
+    version = forms.CharField(label="Version", required=False, max_length=VERSION_MAX_LENGTH)
     kind = forms.ChoiceField(label="Kind", required=False, choices=[("", "Any kind"), *ItemKind.choices])
     missing = forms.ChoiceField(
         label="Missing product",
@@ -143,8 +126,6 @@ class CatalogFilterForm(CursorFieldsMixin, forms.Form):
 
     def filter_query(self) -> str:
         """The filter part of the query string (no sort, no cursor), for links and bulk operations."""
-        from django.http import QueryDict
-
         query = QueryDict(mutable=True)
         for name in self.FILTER_FIELDS:
             value = self.data.get(name)
@@ -175,7 +156,7 @@ AGE_DELTAS = {
 class TaskFilterForm(CursorFieldsMixin, forms.Form):
     status = forms.CharField(label="Status", required=False, max_length=STATUS_MAX_LENGTH)
     product = forms.ChoiceField(label="Product", required=False, choices=product_choices("Any product"))
-    version = forms.CharField(label="Version", required=False, max_length=100)
+    version = forms.CharField(label="Version", required=False, max_length=VERSION_MAX_LENGTH)
     priority = forms.ChoiceField(
         label="Priority", required=False, choices=[("", "Any priority"), *PriorityChoices.choices]
     )
@@ -215,7 +196,7 @@ class TaskFilterForm(CursorFieldsMixin, forms.Form):
 class TaskCreateForm(forms.Form):
     product = forms.ChoiceField(label="Product")
     # Not required: a blank version is passed on, and Vionlabs' own answer (422) is shown to the operator.
-    version = forms.CharField(label="Version", required=False, max_length=100, strip=True)
+    version = forms.CharField(label="Version", required=False, max_length=VERSION_MAX_LENGTH, strip=True)
     priority = forms.ChoiceField(label="Priority", choices=PriorityChoices.choices)
 
     def __init__(self, *args: Any, settings: list[ProductSetting], **kwargs: Any) -> None:
@@ -252,3 +233,102 @@ class ProductSettingForm(forms.ModelForm):
         chosen = set(self.cleaned_data["applies_to"])
         # Kept in ItemKind's order, so the stored list reads the same whatever order the boxes were ticked.
         return [kind for kind in ItemKind.values if kind in chosen]
+
+
+class OperationChoicesForm(forms.Form):
+    """What a bulk operation would do: kind, product, version, priority, as the catalog's bulk form and the
+    preview post them. Only parsed here; `operations` judges them (the same rules as the admin's actions).
+    A blank version or priority takes the product's defaults."""
+
+    kind = forms.CharField(required=False)
+    product = forms.CharField(required=False)
+    version = forms.CharField(required=False)
+    priority = forms.CharField(required=False)
+
+    def _text(self, name: str) -> str:
+        # A value the field refused (a NUL, say) is passed on as sent, and `operations` refuses it in words.
+        if name in self.cleaned_data:
+            return self.cleaned_data[name]
+        return str(self.data.get(name, "")).strip()
+
+    def choices(self) -> dict[str, str]:
+        """The four choices, defaults filled in; call after `is_valid()`."""
+        product, version, priority = self._text("product"), self._text("version"), self._text("priority")
+        if product and (not version or not priority):
+            setting = ProductSetting.objects.filter(product=product).first()
+            if setting is not None:
+                version = version or setting.default_version
+                priority = priority or setting.default_priority
+        return {
+            "kind": self._text("kind"),
+            "product": product,
+            "version": version,
+            "priority": priority or PriorityChoices.LOW,
+        }
+
+
+class OperationConfirmForm(OperationChoicesForm):
+    """The preview's confirmation: the choices, the reason, and what the preview showed (count, last id)."""
+
+    reason = forms.CharField(required=False, strip=False)
+    expected_count = forms.IntegerField()
+    max_item_id = forms.IntegerField()
+
+
+class WebhookPayloadForm(forms.Form):
+    """The webhook's JSON object. Fields take the values as decoded (no coercion of a number to a string);
+    `first_error()` is the message for the sender."""
+
+    inventory_id = forms.Field(required=False)
+    product = forms.Field(required=False)
+    version = forms.Field(required=False)
+    timestamp = forms.Field(required=False)
+    type = forms.Field(required=False)
+
+    def _required_string(self, name: str) -> str:
+        value = self.cleaned_data.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise forms.ValidationError(f"`{name}` is required and must be a non-empty string.")
+        return value
+
+    def _too_long(self) -> forms.ValidationError:
+        return forms.ValidationError(
+            f"`inventory_id` ({INVENTORY_ID_MAX_LENGTH}) or `version` ({VERSION_MAX_LENGTH}) is too long."
+        )
+
+    def clean_inventory_id(self) -> str:
+        value = self._required_string("inventory_id")
+        if len(value) > INVENTORY_ID_MAX_LENGTH:
+            raise self._too_long()
+        return value
+
+    def clean_product(self) -> str:
+        value = self._required_string("product")
+        if value not in ProductChoices.values:
+            raise forms.ValidationError(f"`product` {value[:40]!r} is not a known Vionlabs product.")
+        return value
+
+    def clean_version(self) -> str:
+        value = self._required_string("version")
+        if len(value) > VERSION_MAX_LENGTH:
+            raise self._too_long()
+        return value
+
+    def clean_timestamp(self) -> str:
+        if "timestamp" not in self.data:
+            return ""
+        value = self.cleaned_data.get("timestamp")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise forms.ValidationError("`timestamp` must be a string or a number.")
+        return str(value)[:64]
+
+    def clean_type(self) -> str:
+        value = self.cleaned_data.get("type")
+        return value[:32] if isinstance(value, str) else ""
+
+    def first_error(self) -> str:
+        """The first problem, in field order (the task's key first)."""
+        for name in self.fields:
+            if name in self.errors:
+                return self.errors[name][0]
+        return ""

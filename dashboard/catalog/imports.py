@@ -36,7 +36,8 @@ from django.utils import timezone
 from dashboard.vionlabs import CatalogEntry
 from dashboard.vionlabs.errors import VionlabsError
 
-from .models import CatalogItem, ItemKind, validate_inventory_id
+from .models import CatalogItem, ItemKind
+from .validators import validate_inventory_id
 
 BATCH_SIZE: Final = 1000
 # Largest CSV field accepted (characters). Well above any real title or metadata value, and it bounds memory

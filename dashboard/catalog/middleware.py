@@ -5,9 +5,14 @@ whatever fragment asked, which is nonsense to the person looking at the page.
 """
 
 from collections.abc import Callable
+from typing import Any
 
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django_htmx.http import HttpResponseClientRedirect
+
+from .client import interactive_calls
+from .views.common import HtmxHttpRequest
 
 
 class HtmxLoginRedirectMiddleware:
@@ -17,14 +22,18 @@ class HtmxLoginRedirectMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         return self.get_response(request)
 
-    def process_view(self, request, view_func, view_args, view_kwargs):
+    def process_view(
+        self,
+        request: HtmxHttpRequest,
+        view_func: Callable[..., HttpResponse],
+        view_args: tuple[Any, ...],
+        view_kwargs: dict[str, Any],
+    ) -> HttpResponse | None:
         # Runs before LoginRequiredMiddleware.process_view (middleware order), so it sees the request first.
         if not getattr(request, "htmx", False) or request.user.is_authenticated:
             return None
         if not getattr(view_func, "login_required", True):
             return None
-        from django.contrib.auth.views import redirect_to_login
-
         login = redirect_to_login(request.htmx.current_url_abs_path or request.get_full_path())
         return HttpResponseClientRedirect(login["Location"])
 
@@ -37,7 +46,5 @@ class InteractiveVionlabsMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from .client import interactive_calls
-
         with interactive_calls():
             return self.get_response(request)

@@ -1,7 +1,8 @@
 """The dashboard's memory: the catalog, what Vionlabs last said about each task, and who did what.
 
-Models hold fields, constraints and small derived properties. Reads live in querysets.py; anything that
-calls Vionlabs or changes state lives in services.py.
+Models hold fields, constraints and small derived properties. Reads that select rows are QuerySet methods
+(querysets.py), reads that build a page are in selectors.py; anything that calls Vionlabs or changes state
+lives in services.py.
 """
 
 import datetime as dt
@@ -12,23 +13,18 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Coalesce
+from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.vionlabs import FINAL_STATUSES, IN_FLIGHT_STATUSES, Priority, Product, Status
 
-from .querysets import CatalogItemQuerySet, OperationQuerySet, ProductTaskQuerySet, TaskEventQuerySet
-
-
-def validate_inventory_id(value: str) -> None:
-    """An inventory id is stored exactly as given (any printable character, `/` and spaces included), but a
-    control character is almost always a broken export, and is refused."""
-    if not value.strip():
-        raise ValidationError("An inventory id cannot be blank.")
-    bad = sorted({f"U+{ord(ch):04X}" for ch in value if ord(ch) < 32 or 127 <= ord(ch) < 160})
-    if bad:
-        raise ValidationError(f"An inventory id cannot contain control characters (found {', '.join(bad)}).")
-    if value in {".", ".."}:
-        raise ValidationError("'.' and '..' cannot be inventory ids: they cannot be addressed in a URL path.")
+from .querysets import (
+    IN_FLIGHT_SINCE_FIELDS,
+    CatalogItemQuerySet,
+    ProductSettingQuerySet,
+    ProductTaskQuerySet,
+)
+from .validators import INVENTORY_ID_MAX_LENGTH, VERSION_MAX_LENGTH, validate_inventory_id
 
 
 class ProductChoices(models.TextChoices):
@@ -116,7 +112,7 @@ def validate_applies_to(value: object) -> None:
 
 class CatalogItem(models.Model):
     inventory_id = models.CharField(
-        max_length=255,
+        max_length=INVENTORY_ID_MAX_LENGTH,
         unique=True,
         validators=[validate_inventory_id],
         help_text="The customer's own identifier, stored exactly as given.",
@@ -144,8 +140,6 @@ class CatalogItem(models.Model):
         return f"{self.title} ({self.inventory_id})" if self.title else self.inventory_id
 
     def get_absolute_url(self) -> str:
-        from django.urls import reverse
-
         return reverse("catalog:item-detail", args=[self.pk])
 
 
@@ -154,7 +148,7 @@ class ProductTask(models.Model):
 
     item = models.ForeignKey(CatalogItem, on_delete=models.CASCADE, related_name="tasks")
     product = models.CharField(max_length=32, choices=ProductChoices)
-    version = models.CharField(max_length=100)
+    version = models.CharField(max_length=VERSION_MAX_LENGTH)
     priority = models.CharField(max_length=8, choices=PriorityChoices, default=PriorityChoices.LOW)
     # Free string, stored whole (the client bounds it at STATUS_MAX_LENGTH); "" until Vionlabs has answered for
     # this row. Known values: TaskStatus.
@@ -202,7 +196,7 @@ class ProductTask(models.Model):
             models.Index(fields=["product", "status", "item"], name="task_product_status_item_idx"),
             models.Index(fields=["status", "id"], name="task_status_id_idx"),
             # The scheduler's claim walks task_inflight_check_idx (in-flight tasks by last check, NULLS FIRST):
-            # PostgreSQL only, created by migration 0011_postgres_indexes, as SQLite cannot order an index's NULLs.
+            # PostgreSQL only, created by migration 0012_postgres_indexes, as SQLite cannot order an index's NULLs.
             # The overview's stuck list: in-flight tasks by how long they have been in flight.
             models.Index(
                 Coalesce("requested_at", "created_at"),
@@ -223,6 +217,11 @@ class ProductTask(models.Model):
         return self.status in TaskStatus.IN_FLIGHT
 
     @property
+    def in_flight_since(self) -> dt.datetime | None:
+        """When the task went in flight (see IN_FLIGHT_SINCE_FIELDS)."""
+        return next((when for name in IN_FLIGHT_SINCE_FIELDS if (when := getattr(self, name))), None)
+
+    @property
     def is_final(self) -> bool:
         return self.status in TaskStatus.FINAL
 
@@ -234,7 +233,7 @@ class ProductTask(models.Model):
 class TaskCount(models.Model):
     """How many tasks there are per (product, version, status, kind of item), kept by database triggers.
 
-    An append-only log of deltas: the triggers on ProductTask and CatalogItem (migration 0009_task_counts) add a row for
+    An append-only log of deltas: the triggers on ProductTask and CatalogItem (migration 0010_task_counts) add a row for
     every insert, delete and change of status, product, version or item kind, in the same transaction as
     the change, so the sum per key is always the exact count. Rows are only ever inserted, never updated, so
     concurrent writers never wait on a shared counter row (no hot row, no deadlock). `counts.compact`
@@ -296,8 +295,6 @@ class TaskEvent(models.Model):
     error = models.TextField(blank=True)
     note = models.TextField(blank=True)
 
-    objects = TaskEventQuerySet.as_manager()
-
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["task", "created_at"], name="event_task_time_idx")]
@@ -322,7 +319,7 @@ class ProductSetting(models.Model):
 
     product = models.CharField(max_length=32, choices=ProductChoices, unique=True)
     enabled = models.BooleanField(default=True)
-    default_version = models.CharField(max_length=100)
+    default_version = models.CharField(max_length=VERSION_MAX_LENGTH)
     default_priority = models.CharField(max_length=8, choices=PriorityChoices, default=PriorityChoices.LOW)
     position = models.PositiveSmallIntegerField(default=0)
     # In flight for longer than this counts as stuck. Empty: derived from past durations (95th percentile),
@@ -336,6 +333,8 @@ class ProductSetting(models.Model):
         validators=[validate_applies_to],
         help_text="Kinds of item this product is requested for: standalone, episode, season, series.",
     )
+
+    objects = ProductSettingQuerySet.as_manager()
 
     class Meta:
         ordering = ["position", "product"]
@@ -394,8 +393,6 @@ class Operation(models.Model):
     failed = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
 
-    objects = OperationQuerySet.as_manager()
-
     class Meta:
         ordering = ["-created_at", "-id"]
 
@@ -439,8 +436,12 @@ class OperationItem(models.Model):
         return f"{self.operation} · {self.item_id} · {self.state}"
 
 
+#: `UpstreamHealth.name` of the Vionlabs API, the one upstream.
+UPSTREAM_NAME = "vionlabs"
+
+
 class UpstreamHealth(models.Model):
-    """How reaching Vionlabs has gone lately: one row per upstream (`name="vionlabs"`). Written by the
+    """How reaching Vionlabs has gone lately: one row per upstream (`name=UPSTREAM_NAME`). Written by the
     services after every call; read by the scheduler's circuit breaker and by the dashboard's banner."""
 
     name = models.CharField(max_length=32, unique=True)
@@ -468,9 +469,9 @@ class WebhookDelivery(models.Model):
     """One webhook call from Vionlabs that passed the secret check. The unique key (item, product, version,
     timestamp as sent) turns a repeated delivery into a counted no-op instead of a second refresh."""
 
-    inventory_id = models.CharField(max_length=255)
+    inventory_id = models.CharField(max_length=INVENTORY_ID_MAX_LENGTH)
     product = models.CharField(max_length=32)
-    version = models.CharField(max_length=100)
+    version = models.CharField(max_length=VERSION_MAX_LENGTH)
     # The payload's `timestamp`, kept as sent (its format is not documented); part of the dedupe key.
     sent_at = models.CharField(max_length=64)
     kind = models.CharField(max_length=32, blank=True, help_text="The payload's `type`.")

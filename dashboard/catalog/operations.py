@@ -17,10 +17,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
@@ -28,6 +31,7 @@ from django.utils import timezone
 from dashboard.vionlabs.errors import VionlabsError, VionlabsRateLimited
 
 from . import services
+from .jobs import enqueue_on_commit, run_operation
 from .models import (
     CatalogItem,
     EventSource,
@@ -41,9 +45,7 @@ from .models import (
     ProductTask,
     TaskStatus,
 )
-
-if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+from .validators import validate_version
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +89,17 @@ def _validate(*, kind: str, product: str, version: str, priority: str) -> None:
         raise OperationRefused("Choose a product.")
     if not version.strip():
         raise OperationRefused("Choose a version.")
-    if len(version) > 100:
-        raise OperationRefused("The version is too long (at most 100 characters).")
+    try:
+        validate_version(version)
+    except ValidationError as invalid:
+        raise OperationRefused(invalid.messages[0]) from invalid
     if priority not in PriorityChoices.values:
         raise OperationRefused("Choose a priority: low, medium or high.")
 
 
 def _would_skip(kind: str, status: str) -> bool:
+    """The bulk skip rule, for the preview's count and the run alike: True if `kind` has nothing to do on
+    an item whose task for the chosen product and version has `status` (NO_TASK: there is none)."""
     if kind == OperationKind.CREATE:
         return status in TaskStatus.ACTIVE
     if kind == OperationKind.RETRY:
@@ -166,8 +172,6 @@ def operation_start(
 ) -> Operation:
     """Freeze the set (Operation + OperationItem rows in one transaction) and enqueue its run on commit.
     With `expected_count`/`max_item_id` from the preview, refuses (SelectionChanged) if the set differs."""
-    from .tasks import enqueue_on_commit, run_operation
-
     version = version.strip()
     reason = reason.strip()
     _validate(kind=kind, product=product, version=version, priority=priority)
@@ -308,25 +312,17 @@ def operation_run(*, operation_id: int, sleep: Callable[[float], None] = time.sl
     )
     run = _Run(op, pending)
     threads = max(1, min(int(settings.BULK_CONCURRENCY), len(pending)))
-    errors: list[BaseException] = []
-    workers = [
-        threading.Thread(
-            target=_worker, args=(run, errors, sleep), name=f"operation-{op.pk}-{n}", daemon=True
-        )
-        for n in range(threads)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    # One long-lived loop per thread rather than one future per item: each thread pulls items until none
+    # are left or cancel is asked, and closes its own database connection when it stops.
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"operation-{op.pk}") as pool:
+        futures = [pool.submit(_worker, run, sleep) for _ in range(threads)]
+    errors = [error for future in futures if (error := future.exception()) is not None]
     return _finish(op, run, errors)
 
 
 def operation_resume_stale(*, stale_after: dt.timedelta | None = None) -> list[int]:
     """Queue the job again for running (or cancelling) operations whose worker went away: no item finished
     for `stale_after`. The run only takes pending items, so nothing is counted or sent twice. Returns ids."""
-    from .tasks import enqueue_on_commit, run_operation
-
     if stale_after is None:
         stale_after = dt.timedelta(seconds=settings.OPERATION_STALE_AFTER)
     now = timezone.now()
@@ -347,16 +343,16 @@ def operation_resume_stale(*, stale_after: dt.timedelta | None = None) -> list[i
     return [op.pk for op in stale]
 
 
-def _worker(run: _Run, errors: list[BaseException], sleep: Callable[[float], None]) -> None:
+def _worker(run: _Run, sleep: Callable[[float], None]) -> None:
     try:
         while not run.cancel_requested():
             entry = run.next_item()
             if entry is None:
                 return
             _process(run, *entry, sleep=sleep)
-    except BaseException as error:  # recorded on the operation; the other threads carry on
+    except BaseException:  # recorded on the operation (through the future); the other threads carry on
         logger.exception("Operation %s: a worker thread stopped", run.op.pk)
-        errors.append(error)
+        raise
     finally:
         # Each thread has its own connection: close it, or a long-lived worker leaks one per thread per run.
         connection.close()
@@ -391,33 +387,39 @@ def _process(run: _Run, operation_item_id: int, item_id: int, *, sleep: Callable
     _record(op, operation_item_id, state, error)
 
 
+def _skip_note(kind: str, status: str, product: str, version: str) -> str:
+    """Why `_would_skip` skips an item, in words for the operation's page."""
+    if kind == OperationKind.CREATE:
+        return f"Already {status} for {product} {version}."
+    if status == NO_TASK:
+        return f"No {product} {version} task for this item."
+    if kind == OperationKind.DEACTIVATE:
+        return "Already deactivated."
+    return f"Not failed or deactivated (it is {status or 'unanswered'})."
+
+
 def _act(op: Operation, item_id: int) -> tuple[str, str]:
     """Do the operation's action on one item; returns (state, note). Raises what the services raise."""
     params = op.params or {}
     product, version = params.get("product", ""), params.get("version", "")
     task = ProductTask.objects.filter(item_id=item_id, product=product, version=version).first()
     status = task.status if task else NO_TASK
+    if _would_skip(op.kind, status):
+        return OperationItemState.SKIPPED, _skip_note(op.kind, status, product, version)
     common: dict[str, Any] = {"actor": op.created_by, "source": EventSource.BULK, "operation": op}
     if op.kind == OperationKind.CREATE:
-        if status in TaskStatus.ACTIVE:
-            return OperationItemState.SKIPPED, f"Already {status} for {product} {version}."
         item = CatalogItem.objects.get(pk=item_id)
         services.task_create(
             item=item, product=product, version=version, priority=params.get("priority", "low"),
             note=op.reason, **common,
         )  # fmt: skip
         return OperationItemState.DONE, ""
-    if task is None:
-        return OperationItemState.SKIPPED, f"No {product} {version} task for this item."
+    assert task is not None  # _would_skip skips a missing task for every kind but create
     if op.kind == OperationKind.REFRESH:
         services.task_refresh(task=task, **common)
     elif op.kind == OperationKind.DEACTIVATE:
-        if status == TaskStatus.DEACTIVATED:
-            return OperationItemState.SKIPPED, "Already deactivated."
         services.task_deactivate(task=task, note=op.reason, **common)
     elif op.kind == OperationKind.RETRY:
-        if status not in TaskStatus.RETRYABLE:
-            return OperationItemState.SKIPPED, f"Not failed or deactivated (it is {status or 'unanswered'})."
         services.task_retry(task=task, note=op.reason, **common)
     return OperationItemState.DONE, ""
 

@@ -1,16 +1,22 @@
-"""Reads. Views, admin and jobs ask these instead of spelling out filters, so a rule lives in one place."""
+"""Reads that select rows, as QuerySet methods: views, admin and jobs ask these instead of spelling out
+filters, so a rule lives in one place. This module imports nothing from models.py (models imports it)."""
 
 import datetime as dt
+from typing import Self
 
 from django.db import models
 from django.db.models import Q
-from django.utils import timezone
+from django.db.models.functions import Coalesce
 
-from dashboard.vionlabs import FINAL_STATUSES, IN_FLIGHT_STATUSES, Status
+from dashboard.vionlabs import IN_FLIGHT_STATUSES, Status
+
+#: When a task went in flight: its last request, else the row's creation. `ProductTask.in_flight_since` reads
+#: it from a row, `ProductTaskQuerySet.with_inflight_since` computes it in SQL; both from this one tuple.
+IN_FLIGHT_SINCE_FIELDS = ("requested_at", "created_at")
 
 
 class CatalogItemQuerySet(models.QuerySet):
-    def search(self, text: str):
+    def search(self, text: str) -> Self:
         """Items whose inventory id or title contains the text (case-insensitive)."""
         text = text.strip()
         if not text:
@@ -34,40 +40,23 @@ class CatalogItemQuerySet(models.QuerySet):
         return self.model._default_manager.filter(kind__in=applies).filter(wanted)
 
 
+class ProductSettingQuerySet(models.QuerySet):
+    def enabled(self) -> Self:
+        """The products this organisation uses: the columns pages show and what bulk actions may request."""
+        return self.filter(enabled=True)
+
+
 class ProductTaskQuerySet(models.QuerySet):
-    def in_flight(self):
+    def in_flight(self) -> Self:
         return self.filter(status__in=IN_FLIGHT_STATUSES)
 
-    def final(self):
-        return self.filter(status__in=FINAL_STATUSES)
-
-    def failed(self):
+    def failed(self) -> Self:
         return self.filter(status=Status.FAILED)
 
-    def active(self):
-        """Tasks that exist at Vionlabs and are not over: a new create for them would be a duplicate."""
-        from .models import TaskStatus  # models imports this module
+    def with_inflight_since(self) -> Self:
+        """Annotated with `inflight_since` (see IN_FLIGHT_SINCE_FIELDS), for filtering and ordering by it."""
+        return self.annotate(inflight_since=Coalesce(*IN_FLIGHT_SINCE_FIELDS))
 
-        return self.filter(status__in=TaskStatus.ACTIVE)
-
-    def stale(self, *, after: dt.timedelta):
-        """Not successfully checked for longer than `after` (or never)."""
-        cutoff = timezone.now() - after
-        return self.filter(Q(last_checked_at__lt=cutoff) | Q(last_checked_at__isnull=True))
-
-    def action_under_way(self, *, now: dt.datetime, abandoned_after: dt.timedelta):
+    def action_under_way(self, *, now: dt.datetime, abandoned_after: dt.timedelta) -> Self:
         """A create/deactivate is marked on the row and not yet abandoned (see services.ABANDONED_AFTER)."""
         return self.exclude(action_in_progress="").filter(action_started_at__gt=now - abandoned_after)
-
-    def for_product(self, product: str, version: str | None = None):
-        qs = self.filter(product=product)
-        return qs.filter(version=version) if version else qs
-
-
-class TaskEventQuerySet(models.QuerySet):
-    pass
-
-
-class OperationQuerySet(models.QuerySet):
-    def active(self):
-        return self.filter(state__in=["queued", "running", "cancelling"])

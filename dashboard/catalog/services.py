@@ -15,11 +15,12 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -30,9 +31,11 @@ from dashboard.vionlabs.errors import (
     VionlabsRejected,
     VionlabsUnavailable,
 )
+from dashboard.vionlabs.redaction import redact
 
 from .client import get_client
 from .models import (
+    UPSTREAM_NAME,
     CatalogItem,
     EventAction,
     EventSource,
@@ -44,19 +47,15 @@ from .models import (
     TaskStatus,
     UpstreamHealth,
 )
+from .validators import VERSION_MAX_LENGTH, validate_version
 
-if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
-
-    User = AbstractBaseUser
-else:
-    User = Any
+#: Whoever acted: a user, or None for the system.
+User = AbstractBaseUser
 
 logger = logging.getLogger(__name__)
 
 #: A create/deactivate marker older than this belongs to a process that died mid-call: it no longer blocks.
 ABANDONED_AFTER = dt.timedelta(minutes=5)
-UPSTREAM_NAME = "vionlabs"
 #: How stale `UpstreamHealth.last_success_at` may get while Vionlabs keeps answering.
 SUCCESS_WRITE_INTERVAL = dt.timedelta(seconds=1)
 
@@ -87,17 +86,17 @@ class TaskNotCreated(VionlabsError):
 def ensure_no_transaction() -> None:
     """Raise HttpInsideTransaction if a database transaction is open on the default connection.
 
-    The atomic blocks a test case wraps around each test are not ours and are ignored (the same marker
-    Django's own `durable=True` check uses).
+    Asked through Django's public API: a durable atomic block refuses to open inside another one. Like Django,
+    that check ignores the blocks a test case wraps around each test, which are not ours.
     """
-    if not connection.in_atomic_block:
-        return
-    blocks = getattr(connection, "atomic_blocks", [])
-    if any(not getattr(block, "_from_testcase", False) for block in blocks) or not blocks:
+    try:
+        with transaction.atomic(durable=True):
+            pass
+    except RuntimeError as nested:
         raise HttpInsideTransaction(
             "Refusing to call Vionlabs inside a database transaction: locks would be held for the whole "
             "HTTP round trip. Commit first, call, then record the answer in a new transaction."
-        )
+        ) from nested
 
 
 def _actor(user: "User | None") -> "User | None":
@@ -152,9 +151,8 @@ def _record_health(error: VionlabsError | None) -> None:
 
 
 def _scrub(text: str) -> str:
-    """Text bound for the database, with the API key cut out should Vionlabs ever echo it back."""
-    key = settings.VIONLABS_API_KEY
-    return text.replace(key, "[redacted]") if key and text else text
+    """Text bound for the database, with the API key (in any encoding) cut out should Vionlabs echo it."""
+    return redact(text, settings.VIONLABS_API_KEY)
 
 
 # --- Recording answers ----------------------------------------------------------------------------------
@@ -253,14 +251,10 @@ class _Who:
 def _validate_create(*, product: str, version: str, priority: str) -> None:
     if product not in ProductChoices.values:
         raise ActionRefused(f"Unknown product {product!r}.")
-    if not version or not version.strip():
-        raise ActionRefused("A version is required.")
-    if len(version) > ProductTask._meta.get_field("version").max_length:
-        raise ActionRefused("The version is too long (at most 100 characters).")
-    if version in {".", ".."} or any(ord(char) < 32 or ord(char) == 127 for char in version):
-        raise ActionRefused(
-            f"The version {version!r} cannot be sent to Vionlabs: no control characters, '.' or '..'."
-        )
+    try:
+        validate_version(version)
+    except ValidationError as invalid:
+        raise ActionRefused(invalid.messages[0]) from invalid
     if priority not in PriorityChoices.values:
         raise ActionRefused(f"Unknown priority {priority!r}: use low, medium or high.")
 
@@ -718,7 +712,7 @@ def item_refresh(
         _record_item_failure(item=item, error=error, who=who)
         raise
     product_limit = ProductTask._meta.get_field("product").max_length
-    version_limit = ProductTask._meta.get_field("version").max_length
+    version_limit = VERSION_MAX_LENGTH
     with transaction.atomic():
         # Lock in a fixed order so that two refreshes of one item cannot deadlock.
         rows = {

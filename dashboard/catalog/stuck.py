@@ -12,11 +12,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from django.db.models import Q, QuerySet
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.utils import timezone
 
 from .models import PriorityChoices, ProductChoices, ProductSetting, ProductTask, TaskStatus
+from .querysets import ProductTaskQuerySet
 
 #: Fewer completed tasks than this for a (product, priority) and the percentile is not trusted.
 MIN_SAMPLES = 20
@@ -52,7 +52,7 @@ class StuckThresholds:
     def is_stuck(self, task: ProductTask, *, now: dt.datetime | None = None) -> bool:
         if task.status not in TaskStatus.IN_FLIGHT:
             return False
-        since = task.requested_at or task.created_at
+        since = task.in_flight_since
         if since is None:
             return False
         now = now or timezone.now()
@@ -109,12 +109,8 @@ def stuck_filter(thresholds: StuckThresholds, *, now: dt.datetime | None = None)
     )
 
 
-def with_inflight_since(qs: QuerySet) -> QuerySet:
-    return qs.annotate(inflight_since=Coalesce("requested_at", "created_at"))
-
-
-def stuck_tasks(thresholds: StuckThresholds, *, qs: QuerySet | None = None) -> QuerySet:
+def stuck_tasks(thresholds: StuckThresholds, *, qs: ProductTaskQuerySet | None = None) -> ProductTaskQuerySet:
     """In-flight tasks older than their threshold, the longest-stuck first."""
     if qs is None:
         qs = ProductTask.objects.all()
-    return with_inflight_since(qs).filter(stuck_filter(thresholds)).order_by("inflight_since", "pk")
+    return qs.with_inflight_since().filter(stuck_filter(thresholds)).order_by("inflight_since", "pk")

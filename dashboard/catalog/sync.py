@@ -27,11 +27,19 @@ from django.utils import timezone
 from dashboard.vionlabs.errors import VionlabsError
 
 from . import services
-from .models import CatalogItem, EventSource, ProductTask, SyncBudget, TaskStatus, UpstreamHealth
+from .jobs import enqueue_on_commit, refresh_item
+from .models import (
+    UPSTREAM_NAME,
+    CatalogItem,
+    EventSource,
+    ProductTask,
+    SyncBudget,
+    TaskStatus,
+    UpstreamHealth,
+)
 
 logger = logging.getLogger(__name__)
 
-UPSTREAM_NAME = "vionlabs"
 BUDGET_NAME = "sync"
 BUDGET_WINDOW = dt.timedelta(minutes=1)
 
@@ -71,9 +79,8 @@ def next_check_delay(*, age: dt.timedelta) -> dt.timedelta:
     return max(min_interval(), min(max_interval(), delay))
 
 
-def _in_flight_since(task: ProductTask, now: dt.datetime) -> dt.timedelta:
-    started = task.requested_at or task.created_at or now
-    return max(dt.timedelta(0), now - started)
+def _in_flight_for(task: ProductTask, now: dt.datetime) -> dt.timedelta:
+    return max(dt.timedelta(0), now - (task.in_flight_since or now))
 
 
 def schedule_next_checks(*, item_id: int, now: dt.datetime | None = None) -> None:
@@ -83,7 +90,7 @@ def schedule_next_checks(*, item_id: int, now: dt.datetime | None = None) -> Non
     rows = ProductTask.objects.filter(item_id=item_id).only("pk", "status", "requested_at", "created_at")
     for row in rows:
         if row.status in TaskStatus.IN_FLIGHT:
-            when = now + next_check_delay(age=_in_flight_since(row, now))
+            when = now + next_check_delay(age=_in_flight_for(row, now))
         else:
             when = None
         # A single-column update: it cannot overwrite a status another process wrote meanwhile.
@@ -205,8 +212,6 @@ def refresh_claimed_item(*, item_id: int, source: str = EventSource.SYNC) -> str
         # Do not call while paused; look again right after the pause.
         ProductTask.objects.in_flight().filter(item_id=item_id).update(next_check_at=breaker.paused_until)
         if source == EventSource.WEBHOOK:
-            from .tasks import refresh_item
-
             refresh_item.using(run_after=breaker.paused_until).enqueue(item_id, source)
         return "paused"
     item = CatalogItem.objects.filter(pk=item_id).first()
@@ -253,8 +258,6 @@ def run_cycle(
     """Refresh every in-flight task that is due now, once: claim batches and enqueue one refresh job per
     item (or, with `inline`, refresh here). Waits for the budget when it runs out; stops when the breaker
     is open, after a single probe when it is half-open."""
-    from .tasks import enqueue_on_commit, refresh_item
-
     report = CycleReport()
     cycle_start = timezone.now()
     while True:

@@ -1,21 +1,32 @@
 from django.urls import path
 
-from . import views
-from .operation_views import urlpatterns as operation_urlpatterns
+from .views import actions, operations, pages, poll, webhook
 
 app_name = "catalog"
 
 urlpatterns = [
-    path("", views.overview, name="overview"),
-    path("items/", views.item_list, name="item-list"),
-    path("items/<int:pk>/", views.item_detail, name="item-detail"),
-    path("items/<int:pk>/children/", views.item_children, name="item-children"),
-    path("items/<int:pk>/tasks/", views.task_create, name="task-create"),
-    path("items/<int:pk>/refresh/", views.item_refresh, name="item-refresh"),
-    path("tasks/", views.task_list, name="task-list"),
-    path("tasks/<int:pk>/refresh/", views.task_refresh, name="task-refresh"),
-    path("tasks/<int:pk>/deactivate/", views.task_deactivate, name="task-deactivate"),
-    path("tasks/<int:pk>/retry/", views.task_retry, name="task-retry"),
-    path("poll/", views.poll, name="poll"),
-    *operation_urlpatterns,
+    path("", pages.overview, name="overview"),
+    path("items/", pages.item_list, name="item-list"),
+    path("items/<int:pk>/", pages.item_detail, name="item-detail"),
+    path("items/<int:pk>/children/", pages.item_children, name="item-children"),
+    path("items/<int:pk>/tasks/", actions.task_create, name="task-create"),
+    path("items/<int:pk>/refresh/", actions.item_refresh, name="item-refresh"),
+    path("tasks/", pages.task_list, name="task-list"),
+    path("tasks/<int:pk>/refresh/", actions.task_refresh, name="task-refresh"),
+    path("tasks/<int:pk>/deactivate/", actions.task_deactivate, name="task-deactivate"),
+    path("tasks/<int:pk>/retry/", actions.task_retry, name="task-retry"),
+    path("poll/", poll.poll, name="poll"),
+    # One URL, two names: the list (GET) and the create (POST) are the same resource.
+    path("operations/", operations.operations_root, name="operation-list"),
+    path("operations/", operations.operations_root, name="operation-create"),
+    path("operations/preview/", operations.operation_preview, name="operation-preview"),
+    path("operations/<int:pk>/", operations.operation_detail, name="operation-detail"),
+    path("operations/<int:pk>/progress/", operations.operation_progress, name="operation-progress"),
+    path("operations/<int:pk>/cancel/", operations.operation_cancel, name="operation-cancel"),
+    path(
+        "operations/<int:pk>/retry-failures/",
+        operations.operation_retry_failures,
+        name="operation-retry-failures",
+    ),
+    path("webhooks/vionlabs/", webhook.webhook_vionlabs, name="webhook-vionlabs"),
 ]

@@ -10,14 +10,12 @@ Why it looks the way it does:
 """
 
 import email.utils
-import html
 import http
 import http.client
 import json
 import logging
 import math
 import random
-import re
 import string
 import threading
 import time
@@ -26,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any, Protocol, cast
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -48,6 +46,7 @@ from .errors import (
     VionlabsUnavailable,
 )
 from .errors import ShapeError as _ShapeError
+from .redaction import key_forms, redact_forms
 from .results import (
     DEFAULT_RESULT_PATHS,
     GENERIC_RESULT_PATH,
@@ -144,39 +143,19 @@ class _Failure:
 class _KeyRedactor(logging.Filter):
     """Rewrites log records so that neither `key=` query values nor a known key (in any encoding) survive."""
 
-    # A value already masked ("***", as the sandbox logs it, or "[redacted]") is left as it is.
-    _QUERY_KEY = re.compile(
-        r"((?:^|[?&;])key(?:=|%3D))(?!(?:\*\*\*|\[redacted\])(?:[&#\s\"'<>]|$))[^&#\s\"'<>]*", re.IGNORECASE
-    )
-
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self._forms: tuple[str, ...] = ()
+        self._forms: frozenset[str] = frozenset()
 
     def add(self, secret: str) -> None:
         """Remember a key and the forms it takes in URLs, JSON, HTML and reprs."""
-        if not secret or secret in self._forms:
-            return
-        forms = {
-            secret,
-            quote(secret, safe=""),
-            quote(secret),
-            quote_plus(secret),
-            json.dumps(secret)[1:-1],
-            json.dumps(secret, ensure_ascii=False)[1:-1],
-            html.escape(secret),
-            html.escape(secret, quote=False),
-            repr(secret)[1:-1],
-        }
         with self._lock:
-            self._forms = tuple(sorted(set(self._forms) | {f for f in forms if f}, key=len, reverse=True))
+            self._forms = self._forms | key_forms(secret)
 
     def redact(self, text: str) -> str:
         """Return `text` with every known key form and every `key=` value replaced."""
-        for form in self._forms:
-            text = text.replace(form, "[redacted]")
-        return self._QUERY_KEY.sub(r"\1[redacted]", text)
+        return redact_forms(text, self._forms)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

@@ -10,6 +10,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from dashboard.catalog import operations
+from dashboard.catalog.jobs import run_operation
 from dashboard.catalog.models import (
     CatalogItem,
     Operation,
@@ -17,7 +18,6 @@ from dashboard.catalog.models import (
     OperationItemState,
     OperationState,
 )
-from dashboard.catalog.tasks import run_operation
 
 from .test_operations import make_items, posts, start
 

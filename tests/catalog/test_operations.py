@@ -14,6 +14,7 @@ from django_tasks_db.models import DBTaskResult
 from dashboard.catalog import client as client_module
 from dashboard.catalog import operations
 from dashboard.catalog.forms import CatalogFilterForm
+from dashboard.catalog.jobs import run_operation
 from dashboard.catalog.models import (
     CatalogItem,
     EventSource,
@@ -25,7 +26,6 @@ from dashboard.catalog.models import (
     ProductTask,
     TaskEvent,
 )
-from dashboard.catalog.tasks import run_operation
 from tests.factories import rebuild_role_groups
 
 PRODUCT, VERSION = "adbreaks", "1.0.1"
@@ -384,3 +384,25 @@ def test_the_last_poll_brings_the_failures_and_the_retry_button_without_a_reload
     assert "fin-00002" in body
     assert "Vionlabs could not be reached: HTTP 503" in body
     assert "Cancel the rest" not in body
+
+
+@pytest.mark.parametrize("version", ["1.0\x00", "1.0\x07", ".."])
+def test_preview_refuses_a_version_that_cannot_be_sent_in_words(client, operator, version):
+    items = make_items(2)
+    client.force_login(operator)
+    response = client.post(
+        reverse("catalog:operation-preview"),
+        {"kind": "create", "product": PRODUCT, "version": version, "items": [str(i.pk) for i in items]},
+    )
+    assert response.status_code == 200
+    assert "cannot be sent to Vionlabs" in response.content.decode()
+
+
+def test_a_confirmation_without_the_preview_numbers_asks_to_check_the_preview(client, operator):
+    items = make_items(2)
+    client.force_login(operator)
+    data = {"kind": "create", "product": PRODUCT, "version": VERSION, "reason": "r", "expected_count": "two"}
+    response = client.post(reverse("catalog:operation-create"), {**data, "items": [str(i.pk) for i in items]})
+    assert response.status_code == 200
+    assert "Check the preview before confirming." in response.content.decode()
+    assert not Operation.objects.exists()

@@ -2,7 +2,8 @@
 
 import datetime as dt
 import json
-from urllib.parse import quote
+import re
+from urllib.parse import quote, quote_plus
 
 import pytest
 import requests
@@ -668,3 +669,61 @@ def test_item_refresh_drops_links_that_described_the_old_status(mocked, item):
     same.refresh_from_db()
     assert (changed.status, changed.links) == ("done", [])
     assert same.links == old_links
+
+
+ENCODED_KEY = "sk/odd key+&=%?#'\"\\x"
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        pytest.param(lambda key: quote(key, safe=""), id="quote"),
+        pytest.param(quote_plus, id="quote_plus"),
+        pytest.param(
+            lambda key: re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), quote(key, safe="")),
+            id="lowercase-hex",
+        ),
+    ],
+)
+def test_an_encoded_key_echoed_by_vionlabs_is_stored_redacted(settings, mocked, item, encode):
+    settings.VIONLABS_API_KEY = ENCODED_KEY
+    encoded = encode(ENCODED_KEY)
+    links = {
+        # The key in the path, URL-encoded: the query string is dropped anyway, the path is kept.
+        "result": {"href": f"{BASE}/results/{encoded}/1?key={encoded}", "method": "GET"},
+    }
+    mocked.post(task_url(), json=state("failed", error=f"asset unreadable (key {encoded})", links=links))
+
+    task = services.task_create(item=item, product="adbreaks", version="1.0.1")
+
+    task.refresh_from_db()
+    event = TaskEvent.objects.get(task=task)
+    stored = [task.error, json.dumps(task.links), event.error]
+    assert task.error == "asset unreadable (key [redacted])"
+    assert task.links == [{"name": "result", "method": "GET", "href": f"{BASE}/results/[redacted]/1"}]
+    assert event.error == task.error
+    for text in stored:
+        assert encoded not in text
+        assert ENCODED_KEY not in text
+
+
+def test_an_encoded_key_in_an_item_listing_error_is_stored_redacted(settings, mocked, item):
+    settings.VIONLABS_API_KEY = ENCODED_KEY
+    make_task(item, status="pending")
+    listing = [
+        {
+            "product": "adbreaks",
+            "version": "1.0.1",
+            "task_status": {
+                "status": "failed",
+                "error": f"fetch failed: https://cdn.test/{quote_plus(ENCODED_KEY)}/a.mp4",
+            },
+        }
+    ]
+    mocked.get(item_url(), json=listing)
+
+    services.item_refresh(item=item)
+
+    task = ProductTask.objects.get(item=item)
+    assert task.error == "fetch failed: https://cdn.test/[redacted]/a.mp4"
+    assert TaskEvent.objects.get(task=task).error == task.error

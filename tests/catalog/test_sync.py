@@ -19,6 +19,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from dashboard.catalog import services, sync
+from dashboard.catalog.jobs import refresh_item
 from dashboard.catalog.models import (
     CatalogItem,
     EventSource,
@@ -27,7 +28,6 @@ from dashboard.catalog.models import (
     TaskEvent,
     UpstreamHealth,
 )
-from dashboard.catalog.tasks import refresh_item
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG = 3600.0  # sandbox pending/processing seconds that keep a task in flight for the whole test

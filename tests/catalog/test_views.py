@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from dashboard.catalog import pagination
 from dashboard.catalog.models import (
     CatalogItem,
     EventAction,
@@ -255,9 +256,7 @@ def test_keyset_pages_walk_every_item_once_both_ways(viewer_client, products, sm
 
 
 def test_count_is_bounded_on_large_sets(viewer_client, products, monkeypatch):
-    from dashboard.catalog import views
-
-    monkeypatch.setattr(views, "COUNT_LIMIT", 5)
+    monkeypatch.setattr(pagination, "COUNT_LIMIT", 5)
     add_items(8)
     html = text(viewer_client.get(reverse("catalog:item-list")))
     assert "5+ items match" in html

@@ -8,8 +8,8 @@ from django.test import Client
 from django.urls import reverse
 from django_tasks_db.models import DBTaskResult
 
+from dashboard.catalog.jobs import refresh_item
 from dashboard.catalog.models import CatalogItem, EventSource, ProductTask, TaskEvent, WebhookDelivery
-from dashboard.catalog.tasks import refresh_item
 
 SECRET = "hook-secret-for-tests"
 URL = "/webhooks/vionlabs/"
@@ -89,7 +89,7 @@ def test_endpoint_is_off_while_no_secret_is_configured(settings, item, django_ca
 
 def test_unknown_item_gets_202_and_a_log_line_and_no_job(hook, caplog, django_capture_on_commit_callbacks):
     with (
-        caplog.at_level(logging.WARNING, logger="dashboard.catalog.operation_views"),
+        caplog.at_level(logging.WARNING, logger="dashboard.catalog.views.webhook"),
         django_capture_on_commit_callbacks(execute=True),
     ):
         response = post(hook, {**PAYLOAD, "inventory_id": "never-imported"})

@@ -1,13 +1,16 @@
 """The API key must appear in no exception text, repr, traceback or log record, whatever goes wrong."""
 
+import html
+import json
 import logging
+import re
 import traceback
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus
 
 import pytest
 import responses
 
-from dashboard.vionlabs import VionlabsError
+from dashboard.vionlabs import VionlabsError, redaction
 from dashboard.vionlabs.client import _REDACTOR
 from tests.vionlabs.fakes import (
     FAILURES,
@@ -209,3 +212,28 @@ def test_redaction_covers_every_client_key_and_bare_key_parameters():
     make_client(api_key="beta-key-2")
     text = _REDACTOR.redact("alpha-key-1 beta-key-2 /x?page=1&key=someone-elses&b=2 ?KEY=y")
     assert text == "[redacted] [redacted] /x?page=1&key=[redacted]&b=2 ?KEY=[redacted]"
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        pytest.param(lambda k: k, id="raw"),
+        pytest.param(lambda k: quote(k, safe=""), id="quote"),
+        pytest.param(quote, id="quote-keeping-slash"),
+        pytest.param(quote_plus, id="quote_plus"),
+        pytest.param(
+            lambda k: re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), quote(k, safe="")),
+            id="lowercase-hex",
+        ),
+        pytest.param(lambda k: repr(k)[1:-1], id="repr"),
+        pytest.param(lambda k: json.dumps(k)[1:-1], id="json"),
+        pytest.param(html.escape, id="html"),
+    ],
+)
+def test_redact_removes_every_form_of_the_key(form):
+    text = redaction.redact(f"before {form(CANARY)} after", CANARY)
+    assert text == "before [redacted] after"
+
+
+def test_redact_leaves_text_alone_without_a_key():
+    assert redaction.redact("nothing secret here", "") == "nothing secret here"

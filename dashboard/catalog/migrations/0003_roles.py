@@ -3,15 +3,9 @@
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-VIEW_MODELS = [
-    "catalogitem",
-    "producttask",
-    "taskevent",
-    "productsetting",
-    "operation",
-    "operationitem",
-    "upstreamhealth",
-]
+# A constants module that imports no models: safe to use from a migration. A codename it names for a model
+# this migration's state does not have yet is simply not found, so later additions do not break history.
+from dashboard.catalog.permissions import APP_LABEL, OPERATORS, ROLES, VIEWERS
 
 
 def create_roles(apps, schema_editor):
@@ -23,20 +17,15 @@ def create_roles(apps, schema_editor):
 
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
-    view = list(
-        Permission.objects.filter(
-            content_type__app_label="catalog", codename__in=[f"view_{m}" for m in VIEW_MODELS]
+    for name, codenames in ROLES.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        group.permissions.add(
+            *Permission.objects.filter(content_type__app_label=APP_LABEL, codename__in=codenames)
         )
-    )
-    operate = Permission.objects.get(content_type__app_label="catalog", codename="operate_tasks")
-    viewers, _ = Group.objects.get_or_create(name="Viewers")
-    viewers.permissions.add(*view)
-    operators, _ = Group.objects.get_or_create(name="Operators")
-    operators.permissions.add(*view, operate)
 
 
 def remove_roles(apps, schema_editor):
-    apps.get_model("auth", "Group").objects.filter(name__in=["Viewers", "Operators"]).delete()
+    apps.get_model("auth", "Group").objects.filter(name__in=[VIEWERS, OPERATORS]).delete()
 
 
 class Migration(migrations.Migration):

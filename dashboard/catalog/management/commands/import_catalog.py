@@ -11,6 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
+from dashboard.catalog.client import get_client
 from dashboard.catalog.imports import (
     BATCH_SIZE,
     FORMATS,
@@ -94,8 +95,6 @@ class Command(BaseCommand):
             raise CommandError(f"{name}: {exc}", returncode=2) from None
 
     def _from_vionlabs(self, options: dict[str, Any]) -> ImportReport:
-        from dashboard.catalog.client import get_client  # the client only when the API is used
-
         entries = get_client().iter_catalog_items(page_size=options["page_size"])
         try:
             return import_from_vionlabs(

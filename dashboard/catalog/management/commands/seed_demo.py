@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
@@ -41,6 +40,7 @@ from dashboard.catalog.models import (
     TaskEvent,
     TaskStatus,
 )
+from dashboard.catalog.permissions import APP_LABEL, OPERATORS, ROLES, VIEWERS
 from dashboard.vionlabs import VionlabsClient
 from dashboard.vionlabs.errors import VionlabsError
 
@@ -290,22 +290,19 @@ class Command(BaseCommand):
                 },
             )
 
-    def _group(self, name: str, *, operate: bool) -> Group:
+    def _group(self, name: str) -> Group:
         group, created = Group.objects.get_or_create(name=name)
         if created:  # made by the roles migration normally; only a missing group gets permissions here
-            codenames = [f"view_{model._meta.model_name}" for model in _catalog_models()]
-            if operate:
-                codenames.append("operate_tasks")
             group.permissions.add(
-                *Permission.objects.filter(content_type__app_label="catalog", codename__in=codenames)
+                *Permission.objects.filter(content_type__app_label=APP_LABEL, codename__in=ROLES[name])
             )
         return group
 
     def _logins(self) -> dict[str, tuple[Any, str | None]]:
         """The three demo users; a password (random) only for a user created now."""
         user_model = get_user_model()
-        operators = self._group("Operators", operate=True)
-        viewers = self._group("Viewers", operate=False)
+        operators = self._group(OPERATORS)
+        viewers = self._group(VIEWERS)
         result: dict[str, tuple[Any, str | None]] = {}
         for username, group in (("admin", None), ("operator", operators), ("viewer", viewers)):
             user = user_model.objects.filter(username=username).first()
@@ -548,14 +545,10 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"Finished tasks written now: {len(written)}. In-flight tasks: {len(live)} {how}.")
         self.stdout.write(self.style.SUCCESS("Demo logins:"))
-        roles = {"admin": "superuser", "operator": "group Operators", "viewer": "group Viewers"}
+        roles = {"admin": "superuser", "operator": f"group {OPERATORS}", "viewer": f"group {VIEWERS}"}
         for username, (_, password) in users.items():
             shown = password or "(existed already; password unchanged)"
             self.stdout.write(f"  {username:<9} {shown:<40} {roles[username]}")
-
-
-def _catalog_models() -> list[Any]:
-    return list(apps.get_app_config("catalog").get_models())
 
 
 def _links(plan: _Planned) -> list[dict[str, str]]:

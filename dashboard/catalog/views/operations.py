@@ -1,4 +1,4 @@
-"""Bulk operations (preview, confirm, progress, cancel, retry the failures) and the Vionlabs webhook receiver.
+"""Bulk operations: preview, confirm, list, progress, cancel, retry the failures.
 
 How another page starts a bulk operation: POST to `catalog:operation-preview` with
   kind      create | refresh | deactivate | retry
@@ -8,34 +8,23 @@ How another page starts a bulk operation: POST to `catalog:operation-preview` wi
 The preview page shows the count, the breakdown by status, a sample, and asks for a reason; its form posts
 the same fields plus `reason`, `expected_count` and `max_item_id` to `catalog:operation-create`.
 
-None of these views calls Vionlabs: the work runs in a background job, and the webhook only enqueues one.
+None of these views calls Vionlabs: the work runs in a background job.
 """
 
-from __future__ import annotations
-
-import hmac
-import json
-import logging
 from typing import Any
 
-from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import IntegrityError, transaction
-from django.db.models import F, QuerySet
-from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.db.models import QuerySet
+from django.http import HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import path
-from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import operations
-from .forms import CatalogFilterForm
-from .models import (
+from .. import operations
+from ..forms import CatalogFilterForm, OperationChoicesForm, OperationConfirmForm
+from ..models import (
     CatalogItem,
-    EventSource,
     Operation,
     OperationItem,
     OperationItemState,
@@ -44,13 +33,9 @@ from .models import (
     PriorityChoices,
     ProductChoices,
     ProductSetting,
-    WebhookDelivery,
 )
-from .permissions import OPERATE_PERMISSION, operator_required, viewer_required
-from .tasks import enqueue_on_commit, refresh_item
-
-logger = logging.getLogger(__name__)
-
+from ..permissions import OPERATE_PERMISSION, operator_required, viewer_required
+from .common import HtmxHttpRequest
 
 LIST_PAGE_SIZE = 50
 FAILURES_SHOWN = 200
@@ -91,16 +76,9 @@ def _selection(data: QueryDict) -> tuple[QuerySet[CatalogItem], dict[str, Any]]:
 
 
 def _choices(data: QueryDict) -> dict[str, str]:
-    kind = data.get("kind", "")
-    product = data.get("product", "")
-    version = (data.get("version") or "").strip()
-    priority = data.get("priority") or ""
-    if product and (not version or not priority):
-        setting = ProductSetting.objects.filter(product=product).first()
-        if setting is not None:
-            version = version or setting.default_version
-            priority = priority or setting.default_priority
-    return {"kind": kind, "product": product, "version": version, "priority": priority or PriorityChoices.LOW}
+    form = OperationChoicesForm(data=data)
+    form.is_valid()  # only parses: `operations` judges the values, with the same words everywhere
+    return form.choices()
 
 
 def _hidden_selection(data: QueryDict) -> list[tuple[str, str]]:
@@ -110,7 +88,7 @@ def _hidden_selection(data: QueryDict) -> list[tuple[str, str]]:
 
 
 def _render_preview(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     choices: dict[str, str],
     *,
     data: QueryDict | None = None,
@@ -137,14 +115,14 @@ def _render_preview(
     return render(request, "catalog/operation_preview.html", context)
 
 
-def preview_for_items(request: HttpRequest, item_ids: list[int]) -> HttpResponse:
+def preview_for_items(request: HtmxHttpRequest, item_ids: list[int]) -> HttpResponse:
     """The preview page for items chosen elsewhere (the admin's bulk action), with the first enabled
     product's defaults preselected; the operator adjusts the choices and confirms there."""
     if not request.user.has_perm(OPERATE_PERMISSION):
         raise PermissionDenied
     data = QueryDict(mutable=True)
     data.setlist("items", [str(pk) for pk in item_ids])
-    setting = ProductSetting.objects.filter(enabled=True).first()
+    setting = ProductSetting.objects.enabled().first()
     data["kind"] = OperationKind.CREATE
     if setting is not None:
         data["product"] = setting.product
@@ -153,22 +131,22 @@ def preview_for_items(request: HttpRequest, item_ids: list[int]) -> HttpResponse
 
 @require_POST
 @operator_required
-def operation_preview(request: HttpRequest) -> HttpResponse:
+def operation_preview(request: HtmxHttpRequest) -> HttpResponse:
     """What the operation would touch: count, breakdown by status, a sample; asks for a reason."""
     return _render_preview(request, _choices(request.POST))
 
 
 @require_POST
 @operator_required
-def operation_create(request: HttpRequest) -> HttpResponse:
+def operation_create(request: HtmxHttpRequest) -> HttpResponse:
     """Freeze the previewed set and start the operation in the background."""
-    choices = _choices(request.POST)
-    reason = request.POST.get("reason", "")
-    try:
-        expected = int(request.POST["expected_count"])
-        max_item_id = int(request.POST["max_item_id"])
-    except (KeyError, ValueError):
+    form = OperationConfirmForm(data=request.POST)
+    valid = form.is_valid()
+    choices = form.choices()
+    reason = form.cleaned_data.get("reason", "")
+    if not valid:
         return _render_preview(request, choices, reason=reason, error="Check the preview before confirming.")
+    expected, max_item_id = form.cleaned_data["expected_count"], form.cleaned_data["max_item_id"]
     try:
         items, params = _selection(request.POST)
         operation = operations.operation_start(
@@ -191,14 +169,14 @@ def operation_create(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @viewer_required
-def operation_list(request: HttpRequest) -> HttpResponse:
+def operation_list(request: HtmxHttpRequest) -> HttpResponse:
     """Every operation, newest first."""
     paginator = Paginator(Operation.objects.select_related("created_by").order_by("-created_at", "-pk"), 50)
     page = paginator.get_page(request.GET.get("page"))
     return render(request, "catalog/operation_list.html", {"page": page})
 
 
-def _progress_context(request: HttpRequest, operation: Operation) -> dict[str, Any]:
+def _progress_context(request: HtmxHttpRequest, operation: Operation) -> dict[str, Any]:
     """What the live region shows: progress, the failures so far (the first FAILURES_SHOWN), the buttons."""
     processed = operation.processed
     failures = list(
@@ -220,13 +198,12 @@ def _progress_context(request: HttpRequest, operation: Operation) -> dict[str, A
         "failures": failures,
         "failures_shown": FAILURES_SHOWN,
         "cancelled": cancelled,
-        "can_operate": request.user.has_perm(OPERATE_PERMISSION),
     }
 
 
 @require_GET
 @viewer_required
-def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def operation_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """An operation: parameters, live progress, failures with their errors, cancel and retry."""
     operation = get_object_or_404(Operation.objects.select_related("created_by"), pk=pk)
     context = {
@@ -239,7 +216,7 @@ def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 @viewer_required
-def operation_progress(request: HttpRequest, pk: int) -> HttpResponse:
+def operation_progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The live region as a fragment; it carries its own poll trigger only while the operation is active."""
     operation = get_object_or_404(Operation, pk=pk)
     return render(request, "catalog/operation_detail.html#progress", _progress_context(request, operation))
@@ -247,7 +224,7 @@ def operation_progress(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @operator_required
-def operation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+def operation_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     operation = get_object_or_404(Operation, pk=pk)
     try:
         operation = operations.operation_cancel(operation=operation)
@@ -259,7 +236,7 @@ def operation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @operator_required
-def operation_retry_failures(request: HttpRequest, pk: int) -> HttpResponse:
+def operation_retry_failures(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     operation = get_object_or_404(Operation, pk=pk)
     try:
         retry = operations.operation_retry_failures(
@@ -272,112 +249,9 @@ def operation_retry_failures(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("catalog:operation-detail", pk=retry.pk)
 
 
-# --- Webhook -------------------------------------------------------------------------------------------
-
-WEBHOOK_FIELDS = ("inventory_id", "product", "version")
-WEBHOOK_MAX_BYTES = 64 * 1024
-
-
-def _bad_payload(message: str) -> JsonResponse:
-    return JsonResponse({"error": message}, status=400)
-
-
-def _payload(body: bytes) -> dict[str, str]:
-    """The delivery's key fields, validated; raises ValidationError with a message for the sender."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ValidationError("The body is not valid JSON.") from error
-    if not isinstance(data, dict):
-        raise ValidationError("The body must be a JSON object.")
-    fields: dict[str, str] = {}
-    for name in WEBHOOK_FIELDS:
-        value = data.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise ValidationError(f"`{name}` is required and must be a non-empty string.")
-        fields[name] = value
-    if len(fields["inventory_id"]) > 255 or len(fields["version"]) > 100:
-        raise ValidationError("`inventory_id` (255) or `version` (100) is too long.")
-    if fields["product"] not in ProductChoices.values:
-        raise ValidationError(f"`product` {fields['product'][:40]!r} is not a known Vionlabs product.")
-    timestamp = data.get("timestamp", "")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, str | int | float):
-        raise ValidationError("`timestamp` must be a string or a number.")
-    fields["timestamp"] = str(timestamp)[:64]
-    kind = data.get("type", "")
-    fields["type"] = kind[:32] if isinstance(kind, str) else ""
-    return fields
-
-
-@csrf_exempt
-@login_not_required
-@require_POST
-def webhook_vionlabs(request: HttpRequest) -> HttpResponse:
-    """Vionlabs says a task finished: check the shared secret, note the delivery, enqueue a refresh (the
-    payload carries no outcome, so the status is re-read). Answers at once; makes no HTTP call."""
-    secret = settings.VIONLABS_WEBHOOK_SECRET
-    if not secret:
-        # Not configured: behave as if there were no such endpoint.
-        return HttpResponse("Not found.", status=404, content_type="text/plain")
-    given = request.headers.get("x-api-key", "")
-    if not hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8")):
-        logger.warning(
-            "Webhook refused: wrong or missing x-api-key (from %s)", request.META.get("REMOTE_ADDR")
-        )
-        return JsonResponse({"error": "Wrong or missing x-api-key."}, status=403)
-    if len(request.body) > WEBHOOK_MAX_BYTES:
-        return _bad_payload("The body is too large.")
-    try:
-        payload = _payload(request.body)
-    except ValidationError as error:
-        return _bad_payload(error.messages[0])
-    item = CatalogItem.objects.filter(inventory_id=payload["inventory_id"]).first()
-    key = {
-        "inventory_id": payload["inventory_id"],
-        "product": payload["product"],
-        "version": payload["version"],
-        "sent_at": payload["timestamp"],
-    }
-    try:
-        with transaction.atomic():
-            delivery = WebhookDelivery.objects.create(
-                **key, kind=payload["type"], item=item, refresh_enqueued=item is not None
-            )
-            if item is not None:
-                enqueue_on_commit(refresh_item, item.pk, EventSource.WEBHOOK.value)
-    except IntegrityError:
-        WebhookDelivery.objects.filter(**key).update(duplicates=F("duplicates") + 1)
-        logger.info(
-            "Webhook duplicate for %r %s %s at %s: ignored", key["inventory_id"], key["product"],
-            key["version"], key["sent_at"],
-        )  # fmt: skip
-        return JsonResponse({"status": "duplicate"}, status=202)
-    if item is None:
-        logger.warning(
-            "Webhook for unknown item %r (%s %s): nothing to refresh", key["inventory_id"], key["product"],
-            key["version"],
-        )  # fmt: skip
-        return JsonResponse({"status": "unknown item"}, status=202)
-    logger.info("Webhook for %r %s %s: refresh enqueued", item.inventory_id, key["product"], key["version"])
-    return JsonResponse({"status": "refresh enqueued", "delivery": delivery.pk}, status=202)
-
-
 @require_http_methods(["GET", "HEAD", "POST"])
-def operations_root(request: HttpRequest) -> HttpResponse:
+def operations_root(request: HtmxHttpRequest) -> HttpResponse:
     """`/operations/`: GET lists operations, POST creates one (each with its own permission check)."""
     if request.method == "POST":
         return operation_create(request)
     return operation_list(request)
-
-
-urlpatterns = [
-    # One URL, two names: the list (GET) and the create (POST) are the same resource.
-    path("operations/", operations_root, name="operation-list"),
-    path("operations/", operations_root, name="operation-create"),
-    path("operations/preview/", operation_preview, name="operation-preview"),
-    path("operations/<int:pk>/", operation_detail, name="operation-detail"),
-    path("operations/<int:pk>/progress/", operation_progress, name="operation-progress"),
-    path("operations/<int:pk>/cancel/", operation_cancel, name="operation-cancel"),
-    path("operations/<int:pk>/retry-failures/", operation_retry_failures, name="operation-retry-failures"),
-    path("webhooks/vionlabs/", webhook_vionlabs, name="webhook-vionlabs"),
-]

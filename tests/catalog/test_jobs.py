@@ -1,11 +1,15 @@
 """Background jobs: enqueued on commit with ids only, run by the real `db_worker`, harmless when rerun."""
 
+import importlib
+
 import pytest
+from django.apps import apps as django_apps
 from django.core.management import call_command
 from django.db import transaction
 from django_tasks_db.models import DBTaskResult
 
 from dashboard.catalog import operations
+from dashboard.catalog.jobs import enqueue_on_commit, refresh_item, run_operation
 from dashboard.catalog.models import (
     CatalogItem,
     Operation,
@@ -14,7 +18,6 @@ from dashboard.catalog.models import (
     OperationState,
     ProductTask,
 )
-from dashboard.catalog.tasks import enqueue_on_commit, refresh_item, run_operation
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,3 +106,20 @@ def test_jobs_for_rows_deleted_meanwhile_do_nothing(use_sandbox):
     assert operation.pk is not None
     assert use_sandbox.stats()["requests"] == 0
     assert not ProductTask.objects.exists()
+
+
+def test_jobs_queued_under_the_old_module_path_still_run():
+    """Migration 0009 rewrites queued rows from `dashboard.catalog.tasks.*` to `dashboard.catalog.jobs.*`."""
+    migration = importlib.import_module("dashboard.catalog.migrations.0009_rename_tasks_module_to_jobs")
+    make_items(1)
+    item = CatalogItem.objects.get()
+    refresh_item.enqueue(item.pk, "sync")
+    DBTaskResult.objects.update(task_path="dashboard.catalog.tasks.refresh_item")
+
+    migration.forwards(django_apps, None)
+
+    row = DBTaskResult.objects.get()
+    assert row.task_path == "dashboard.catalog.jobs.refresh_item"
+    assert row.task.func is refresh_item.func
+    migration.backwards(django_apps, None)
+    assert DBTaskResult.objects.get().task_path == "dashboard.catalog.tasks.refresh_item"

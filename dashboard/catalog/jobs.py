@@ -1,4 +1,6 @@
 """Background jobs, written against `django.tasks` only (the backend is configuration: settings.TASKS).
+Named jobs, not tasks: a "task" here is a Vionlabs task. Queued rows name a job by its import path
+(`dashboard.catalog.jobs.<name>`): renaming or moving a job needs a migration like 0006.
 
 Jobs take ids, never model instances: the row is read again when the job runs, so a job queued before a
 change sees the change. Code enqueues with `enqueue_on_commit`, so a job never runs before the rows it names
@@ -25,7 +27,7 @@ def enqueue_on_commit(job: Task, *args: object, **kwargs: object) -> None:
 @task()
 def run_operation(operation_id: int, request_id: str = "") -> None:
     """Run (or resume) a bulk operation's pending items."""
-    from . import operations
+    from . import operations  # here, not at the top: operations imports this module (enqueue_on_commit)
 
     with log_context(request_id=request_id or None, operation_id=operation_id):
         operations.operation_run(operation_id=operation_id)
@@ -34,7 +36,7 @@ def run_operation(operation_id: int, request_id: str = "") -> None:
 @task()
 def refresh_item(item_id: int, source: str = "sync", request_id: str = "") -> None:
     """Re-read every task of one item from Vionlabs (scheduled sync or a webhook hint)."""
-    from . import sync
+    from . import sync  # here, not at the top: sync imports this module (enqueue_on_commit)
 
     with log_context(request_id=request_id or None):
         sync.refresh_claimed_item(item_id=item_id, source=source)

@@ -1,0 +1,391 @@
+"""Reads that build what a page shows: catalog rows with their badges and roll-ups, the overview matrix,
+task timelines and the poll's changes. Database only, never the API; the views render what these return.
+"""
+
+import datetime as dt
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Q
+from django.urls import reverse
+from django.utils import timezone
+
+from .forms import CONTAINER_KINDS, UNANSWERED, TaskCreateForm
+from .models import (
+    UPSTREAM_NAME,
+    CatalogItem,
+    ItemKind,
+    ProductSetting,
+    ProductTask,
+    TaskEvent,
+    TaskStatus,
+    UpstreamHealth,
+)
+from .stuck import compute_thresholds, stuck_tasks
+from .templatetags.catalog_ui import NOT_REQUESTED
+
+#: History rows shown on an item page.
+EVENT_LIMIT = 300
+#: `rows=item` (item page) and `rows=tasks` (tasks page): the poll sends whole task rows, not only badges.
+POLL_ROW_MODES = ("item", "tasks")
+KNOWN_STATUS_ORDER = [
+    TaskStatus.PENDING,
+    TaskStatus.PROCESSING,
+    TaskStatus.DONE,
+    TaskStatus.FAILED,
+    TaskStatus.DEACTIVATED,
+]
+#: What a status filter suggests: the known statuses, then "no answer yet".
+STATUS_FILTER_VALUES = [*(str(status) for status in KNOWN_STATUS_ORDER), UNANSWERED]
+
+
+def product_settings() -> list[ProductSetting]:
+    return list(ProductSetting.objects.all())
+
+
+def enabled_of(settings_list: Iterable[ProductSetting]) -> list[ProductSetting]:
+    """`ProductSetting.objects.enabled()` out of settings already read, for a page that needs both (no
+    second query)."""
+    return [s for s in settings_list if s.enabled]
+
+
+def enabled_settings() -> list[ProductSetting]:
+    return list(ProductSetting.objects.enabled())
+
+
+# --- catalog rows: one badge per enabled product, roll-ups for series and seasons ------------------------
+
+
+@dataclass
+class Rollup:
+    """How the episodes under a series or season stand for one product (at its default version)."""
+
+    total: int = 0
+    counts: Counter = field(default_factory=Counter)
+
+    @property
+    def missing(self) -> int:
+        return max(0, self.total - sum(self.counts.values()))
+
+    @property
+    def modifier(self) -> str:
+        if self.counts.get(TaskStatus.FAILED):
+            return "failed"
+        if any(self.counts.get(s) for s in TaskStatus.IN_FLIGHT):
+            return "processing"
+        if self.total and self.counts.get(TaskStatus.DONE) == self.total:
+            return "done"
+        return "missing"
+
+    @property
+    def summary(self) -> str:
+        if not self.total:
+            return "no episodes"
+        parts = [f"{self.counts.get(TaskStatus.DONE, 0)}/{self.total} done"]
+        for status, n in sorted(self.counts.items(), key=lambda kv: status_sort_key(kv[0])):
+            if status != TaskStatus.DONE and n:
+                parts.append(f"{n} {status or 'no answer yet'}")
+        if self.missing:
+            parts.append(f"{self.missing} missing")
+        return ", ".join(parts)
+
+
+def status_sort_key(status: str) -> tuple[int, str]:
+    try:
+        return (KNOWN_STATUS_ORDER.index(status), status)
+    except ValueError:
+        return (len(KNOWN_STATUS_ORDER), status)
+
+
+@dataclass
+class Cell:
+    product: ProductSetting
+    task: ProductTask | None = None
+    rollup: Rollup | None = None
+
+    @property
+    def dom_id(self) -> str:
+        return f"badge-{self.item_pk}-{self.product.product}"
+
+    item_pk: int = 0
+
+
+@dataclass
+class ItemRow:
+    item: CatalogItem
+    cells: list[Cell]
+
+    @property
+    def is_container(self) -> bool:
+        return self.item.kind in CONTAINER_KINDS
+
+    @property
+    def in_flight(self) -> bool:
+        return any(c.task is not None and c.task.is_in_flight for c in self.cells)
+
+
+def choose_task(tasks: list[ProductTask], default_version: str) -> ProductTask | None:
+    """The task a catalog badge shows: the product's default version, else the most recently updated."""
+    for task in tasks:
+        if task.version == default_version:
+            return task
+    return max(tasks, key=lambda t: (t.updated_at, t.pk)) if tasks else None
+
+
+def default_version_q(products: list[ProductSetting], prefix: str = "") -> Q:
+    q = Q(pk__in=[])
+    for setting in products:
+        q |= Q(**{f"{prefix}product": setting.product, f"{prefix}version": setting.default_version})
+    return q
+
+
+def rollups_for(container_ids: list[int], products: list[ProductSetting]) -> dict[int, dict[str, Rollup]]:
+    """Episode roll-ups of series and seasons: two grouped queries, however many episodes."""
+    result: dict[int, dict[str, Rollup]] = {
+        pk: {s.product: Rollup() for s in products} for pk in container_ids
+    }
+    if not container_ids or not products:
+        return result
+    ids = set(container_ids)
+    totals = (
+        CatalogItem.objects.filter(kind=ItemKind.EPISODE)
+        .filter(Q(parent_id__in=ids) | Q(parent__parent_id__in=ids))
+        .values_list("parent_id", "parent__parent_id")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for parent, grandparent, n in totals:
+        for owner in {parent, grandparent} & ids:
+            for rollup in result[owner].values():
+                rollup.total += n
+    counts = (
+        ProductTask.objects.filter(item__kind=ItemKind.EPISODE)
+        .filter(Q(item__parent_id__in=ids) | Q(item__parent__parent_id__in=ids))
+        .filter(default_version_q(products))
+        .values_list("item__parent_id", "item__parent__parent_id", "product", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for parent, grandparent, product, status, n in counts:
+        for owner in {parent, grandparent} & ids:
+            result[owner][product].counts[status] += n
+    return result
+
+
+def build_rows(items: list[CatalogItem], products: list[ProductSetting]) -> list[ItemRow]:
+    """Catalog rows with their badges: one query for the tasks, two more when series or seasons are shown."""
+    by_item: dict[tuple[int, str], list[ProductTask]] = defaultdict(list)
+    if items and products:
+        tasks = ProductTask.objects.filter(
+            item_id__in=[i.pk for i in items], product__in=[s.product for s in products]
+        ).order_by()
+        for task in tasks:
+            by_item[(task.item_id, task.product)].append(task)
+    containers = [i.pk for i in items if i.kind in CONTAINER_KINDS]
+    rollups = rollups_for(containers, products)
+    rows = []
+    for item in items:
+        cells = []
+        for setting in products:
+            task = choose_task(by_item.get((item.pk, setting.product), []), setting.default_version)
+            rollup = rollups[item.pk][setting.product] if item.pk in rollups else None
+            cells.append(Cell(product=setting, task=task, rollup=rollup, item_pk=item.pk))
+        rows.append(ItemRow(item=item, cells=cells))
+    return rows
+
+
+# --- live updates --------------------------------------------------------------------------------------
+
+
+def poll_context(
+    *,
+    items: Iterable[int] = (),
+    tasks: Iterable[int] = (),
+    rows: str = "",
+    active: bool,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """What the page's single poll element needs: which rows it covers, since when, and whether to poll."""
+    now = now or timezone.now()
+    item_ids = ",".join(str(pk) for pk in items)
+    task_ids = ",".join(str(pk) for pk in tasks)
+    query = f"since={now.timestamp():.6f}"
+    if item_ids:
+        query += f"&items={item_ids}"
+    if task_ids:
+        query += f"&tasks={task_ids}"
+    if rows in POLL_ROW_MODES:
+        query += f"&rows={rows}"
+    return {
+        "poll_url": f"{reverse('catalog:poll')}?{query}",
+        "poll_active": active,
+        "poll_interval": settings.DASHBOARD_POLL_INTERVAL,
+    }
+
+
+def task_is_active(task: ProductTask) -> bool:
+    return task.is_in_flight or bool(task.action_in_progress)
+
+
+def poll_changes(
+    *, item_ids: list[int], task_ids: list[int], rows: str, since: dt.datetime, now: dt.datetime
+) -> tuple[list["Cell"], list[ProductTask], bool]:
+    """What changed since `since` among the badges of `item_ids` and the rows of `task_ids`, and whether
+    anything they cover is still active (the poll goes on only then)."""
+    cells: list[Cell] = []
+    changed_tasks: list[ProductTask] = []
+    active = False
+    if item_ids:
+        products = enabled_settings()
+        grouped: dict[tuple[int, str], list[ProductTask]] = defaultdict(list)
+        for task in ProductTask.objects.filter(
+            item_id__in=item_ids, product__in=[s.product for s in products]
+        ).order_by():
+            grouped[(task.item_id, task.product)].append(task)
+        for (item_pk, product), tasks in grouped.items():
+            setting = next(s for s in products if s.product == product)
+            chosen = choose_task(tasks, setting.default_version)
+            if chosen is None:
+                continue
+            active = active or task_is_active(chosen)
+            if any(t.updated_at > since for t in tasks):
+                cells.append(Cell(product=setting, task=chosen, item_pk=item_pk))
+    if task_ids:
+        tasks_qs = ProductTask.objects.filter(pk__in=task_ids).order_by("pk")
+        if rows in POLL_ROW_MODES:
+            tasks_qs = tasks_qs.select_related("item")
+        for task in tasks_qs:
+            active = active or task_is_active(task)
+            if task.updated_at > since:
+                changed_tasks.append(task)
+    if changed_tasks and rows in POLL_ROW_MODES:
+        # Whole rows, not just badges: a task that failed meanwhile needs its error and its Retry button too.
+        thresholds = compute_thresholds()
+        for task in changed_tasks:
+            task.stuck = thresholds.is_stuck(task, now=now)
+        if rows == "item":
+            attach_timelines(changed_tasks, now=now)
+    return cells, changed_tasks, active
+
+
+# --- overview ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MatrixRow:
+    status: str
+    label: str
+    cells: list[tuple[int, str]]  # (count, url) per enabled product
+
+
+def overview_context() -> dict[str, Any]:
+    """The overview: a status-by-product matrix at each product's default version, stuck tasks, failures."""
+    all_settings = product_settings()
+    products = enabled_of(all_settings)
+    item_url = reverse("catalog:item-list")
+    counts: dict[tuple[str, str], int] = {}
+    if products:
+        for product, status, n in (
+            ProductTask.objects.filter(default_version_q(products))
+            .values_list("product", "status")
+            .annotate(n=Count("id"))
+            .order_by()
+        ):
+            counts[(product, status)] = n
+    # Containers have no video of their own: "not requested" counts the items that can have tasks.
+    requestable = CatalogItem.objects.exclude(kind__in=CONTAINER_KINDS).count()
+    statuses = sorted({status for _, status in counts} | set(KNOWN_STATUS_ORDER), key=status_sort_key)
+    matrix = []
+    for status in statuses:
+        cells = []
+        for s in products:
+            query = f"product={s.product}&version={s.default_version}&status={status or UNANSWERED}"
+            cells.append((counts.get((s.product, status), 0), f"{item_url}?{query}"))
+        matrix.append(MatrixRow(status=status, label=status or UNANSWERED, cells=cells))
+    not_requested = []
+    for s in products:
+        requested = sum(n for (product, _), n in counts.items() if product == s.product)
+        not_requested.append((max(0, requestable - requested), f"{item_url}?missing={s.product}"))
+    matrix.append(MatrixRow(status=NOT_REQUESTED, label=NOT_REQUESTED, cells=not_requested))
+
+    thresholds = compute_thresholds(all_settings)
+    stuck = list(stuck_tasks(thresholds).select_related("item")[:50])
+    now = timezone.now()
+    for task in stuck:
+        task.threshold = thresholds.for_task(task.product, task.priority)
+        task.in_flight_for = now - task.inflight_since
+    failures = list(
+        ProductTask.objects.failed().select_related("item").order_by("-status_changed_at", "-pk")[:20]
+    )
+    health = UpstreamHealth.objects.filter(name=UPSTREAM_NAME).first()
+    return {
+        "products": products,
+        "matrix": matrix,
+        "requestable": requestable,
+        "stuck": stuck,
+        "failures": failures,
+        "health": health,
+        "task_list_url": reverse("catalog:task-list"),
+    }
+
+
+# --- item page -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    event: TaskEvent
+    time_in_status: dt.timedelta | None
+
+
+def timeline(events: list[TaskEvent], now: dt.datetime) -> list[Step]:
+    """Newest first, each with how long the task stayed in the status the event left it in."""
+    ordered = sorted(events, key=lambda e: (e.created_at, e.pk))
+    steps = []
+    for index, event in enumerate(ordered):
+        later = next(
+            (e for e in ordered[index + 1 :] if e.status_after and e.status_after != event.status_after),
+            None,
+        )
+        end = later.created_at if later else now
+        # Only an event that moved the task starts a stay in a status; a refresh that found it unchanged does not.
+        moved = event.status_after and event.status_after != event.status_before
+        spent = end - event.created_at if moved else None
+        steps.append(Step(event=event, time_in_status=spent))
+    return list(reversed(steps))
+
+
+def attach_timelines(tasks: list[ProductTask], *, now: dt.datetime) -> None:
+    """Give each task its `timeline`: one query for all of them."""
+    by_task: dict[int, list[TaskEvent]] = defaultdict(list)
+    events = TaskEvent.objects.filter(task__in=tasks).select_related("actor", "operation")
+    for event in events.order_by("-created_at", "-pk")[:EVENT_LIMIT]:
+        by_task[event.task_id].append(event)
+    for task in tasks:
+        task.timeline = timeline(by_task.get(task.pk, []), now)
+
+
+def item_detail_context(
+    item: CatalogItem, *, all_settings: list[ProductSetting] | None = None
+) -> dict[str, Any]:
+    """An item's page: its tasks with their timelines and stuck flags, the create form, the poll."""
+    all_settings = product_settings() if all_settings is None else all_settings
+    products = enabled_of(all_settings)
+    tasks = list(item.tasks.order_by("product", "version"))
+    now = timezone.now()
+    attach_timelines(tasks, now=now)
+    thresholds = compute_thresholds(all_settings)
+    for task in tasks:
+        task.stuck = thresholds.is_stuck(task, now=now)
+    return {
+        "item": item,
+        "tasks": tasks,
+        "products": products,
+        "create_form": TaskCreateForm(settings=products),
+        **poll_context(
+            tasks=[t.pk for t in tasks], rows="item", active=any(task_is_active(t) for t in tasks)
+        ),
+    }

@@ -1,0 +1,166 @@
+"""The pages: overview, catalog (with its expandable children), item page and task list. Reads only."""
+
+from django.conf import settings
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from .. import selectors
+from ..forms import CatalogFilterForm, TaskCreateForm, TaskFilterForm
+from ..models import CatalogItem, OperationKind, PriorityChoices, ProductTask
+from ..pagination import Page, bounded_count, keyset_page
+from ..permissions import viewer_required
+from ..selectors import (
+    STATUS_FILTER_VALUES,
+    ItemRow,
+    build_rows,
+    enabled_of,
+    enabled_settings,
+    poll_context,
+    product_settings,
+    task_is_active,
+)
+from ..stuck import compute_thresholds, stuck_filter
+from .common import HtmxHttpRequest
+
+#: Children shown when a series or season is expanded; the rest are one filtered catalog page away.
+CHILDREN_LIMIT = 200
+
+
+@require_GET
+@viewer_required
+def overview(request: HtmxHttpRequest) -> HttpResponse:
+    return render(request, "catalog/overview.html", selectors.overview_context())
+
+
+# --- catalog page --------------------------------------------------------------------------------------
+
+
+@require_GET
+@viewer_required
+def item_list(request: HtmxHttpRequest) -> HttpResponse:
+    all_settings = product_settings()
+    products = enabled_of(all_settings)
+    form = CatalogFilterForm(data=request.GET)
+    rows: list[ItemRow] = []
+    page = Page(rows=[], next_cursor=None, prev_cursor=None)
+    count, count_exact = 0, True
+    if form.is_valid():
+        qs = form.filter_items(CatalogItem.objects.all(), settings=all_settings)
+        sort = form.cleaned_data["sort"]
+        page = keyset_page(
+            qs,
+            field_name=sort.lstrip("-"),
+            descending=sort.startswith("-"),
+            after=form.cleaned_data["after"],
+            before=form.cleaned_data["before"],
+            size=settings.DASHBOARD_PAGE_SIZE,
+            unique=sort.lstrip("-") == "inventory_id",
+        )
+        rows = build_rows(page.rows, products)
+        count, count_exact = bounded_count(qs)
+    base_query = request.GET.copy()
+    for name in ("after", "before"):
+        base_query.pop(name, None)
+    ctx = {
+        "form": form,
+        "products": products,
+        "rows": rows,
+        "page": page,
+        "count": count,
+        "count_exact": count_exact,
+        "base_query": base_query.urlencode(),
+        "filter_query": form.filter_query(),
+        "known_statuses": STATUS_FILTER_VALUES,
+        "operation_kinds": OperationKind.choices,
+        "priorities": PriorityChoices.choices,
+        **poll_context(items=[r.item.pk for r in rows], active=any(r.in_flight for r in rows)),
+    }
+    template = "catalog/item_list.html"
+    if request.htmx and request.htmx.target == "item-results":
+        template += "#item-results"
+    return render(request, template, ctx)
+
+
+@require_GET
+@viewer_required
+def item_children(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The rows under a series or season (seasons with their own roll-ups), for the catalog's expand."""
+    parent = get_object_or_404(CatalogItem, pk=pk)
+    products = enabled_settings()
+    children = list(
+        CatalogItem.objects.filter(parent=parent).order_by("inventory_id", "pk")[: CHILDREN_LIMIT + 1]
+    )
+    rows = build_rows([parent, *children[:CHILDREN_LIMIT]], products)
+    depth = request.GET.get("depth", "0")
+    ctx = {
+        "parent_row": rows[0],
+        "rows": rows[1:],
+        "depth": min(int(depth), 3) if depth.isdigit() else 0,
+        "truncated": len(children) > CHILDREN_LIMIT,
+        "products": products,
+    }
+    return render(request, "catalog/item_list.html#item-children", ctx)
+
+
+# --- item page -----------------------------------------------------------------------------------------
+
+
+@require_GET
+@viewer_required
+def item_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    item = get_object_or_404(CatalogItem.objects.select_related("parent"), pk=pk)
+    if request.htmx and request.htmx.target == f"create-form-{item.pk}":
+        # The product select changed: prefill that product's default version and priority.
+        products = enabled_settings()
+        form = TaskCreateForm(settings=products, initial={"product": request.GET.get("product", "")})
+        ctx = {"item": item, "create_form": form}
+        return render(request, "catalog/item_detail.html#create-form", ctx)
+    return render(request, "catalog/item_detail.html", selectors.item_detail_context(item))
+
+
+@require_GET
+@viewer_required
+def task_list(request: HtmxHttpRequest) -> HttpResponse:
+    all_settings = product_settings()
+    form = TaskFilterForm(data=request.GET)
+    thresholds = compute_thresholds(all_settings)
+    page = Page(rows=[], next_cursor=None, prev_cursor=None)
+    count, count_exact = 0, True
+    if form.is_valid():
+        qs = form.filter_tasks(ProductTask.objects.all())
+        if form.cleaned_data["stuck"]:
+            qs = qs.with_inflight_since().filter(stuck_filter(thresholds))
+        page = keyset_page(
+            qs.select_related("item"),
+            field_name="pk",
+            descending=True,
+            after=form.cleaned_data["after"],
+            before=form.cleaned_data["before"],
+            size=settings.DASHBOARD_PAGE_SIZE,
+            unique=True,
+        )
+        count, count_exact = bounded_count(qs)
+    now = timezone.now()
+    for task in page.rows:
+        task.stuck = thresholds.is_stuck(task, now=now)
+    base_query = request.GET.copy()
+    for name in ("after", "before"):
+        base_query.pop(name, None)
+    ctx = {
+        "form": form,
+        "tasks": page.rows,
+        "page": page,
+        "count": count,
+        "count_exact": count_exact,
+        "base_query": base_query.urlencode(),
+        "known_statuses": STATUS_FILTER_VALUES,
+        **poll_context(
+            tasks=[t.pk for t in page.rows], rows="tasks", active=any(task_is_active(t) for t in page.rows)
+        ),
+    }
+    template = "catalog/task_list.html"
+    if request.htmx and request.htmx.target == "task-results":
+        template += "#task-results"
+    return render(request, template, ctx)

@@ -1,0 +1,57 @@
+"""The single poll of each page: badges and rows changed since the last poll. Database only."""
+
+import datetime as dt
+
+from django.http import HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from .. import selectors
+from ..permissions import viewer_required
+from ..selectors import POLL_ROW_MODES, poll_context
+from .common import HtmxHttpRequest
+
+#: Rows a poll may cover (a page never shows more).
+POLL_MAX_IDS = 500
+#: A poll looks this far behind its `since`, so a row saved just before a poll and committed just after it is
+#: not missed; re-sending an unchanged badge is harmless.
+POLL_OVERLAP = dt.timedelta(seconds=3)
+
+
+def parse_ids(text: str) -> list[int]:
+    ids = []
+    for part in text.split(",")[:POLL_MAX_IDS]:
+        if part.strip().isdigit():
+            ids.append(int(part))
+    return ids
+
+
+@require_GET
+@viewer_required
+def poll(request: HtmxHttpRequest) -> HttpResponse:
+    """Badges changed since the last poll, as out-of-band swaps, and the poll element itself re-rendered
+    (without its trigger when nothing it covers is in flight, which ends the polling). Database only."""
+    now = timezone.now()
+    try:
+        since = dt.datetime.fromtimestamp(float(request.GET.get("since", "")), tz=dt.UTC) - POLL_OVERLAP
+    except (ValueError, OverflowError, OSError):
+        since = now - POLL_OVERLAP
+    item_ids = parse_ids(request.GET.get("items", ""))
+    task_ids = parse_ids(request.GET.get("tasks", ""))
+    rows = request.GET.get("rows", "")
+    cells, changed_tasks, active = selectors.poll_changes(
+        item_ids=item_ids, task_ids=task_ids, rows=rows, since=since, now=now
+    )
+    ctx = {
+        "cells": cells,
+        "changed_tasks": changed_tasks,
+        "rows": rows,
+        "announcements": [
+            f"{t.item.inventory_id} {t.product} {t.version}: {t.status or 'no answer yet'}"
+            for t in changed_tasks
+            if rows in POLL_ROW_MODES
+        ],
+        **poll_context(items=item_ids, tasks=task_ids, rows=rows, active=active, now=now),
+    }
+    return render(request, "catalog/poll.html#poll-response", ctx)
