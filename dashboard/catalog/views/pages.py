@@ -31,7 +31,11 @@ CHILDREN_LIMIT = 200
 @require_GET
 @viewer_required
 def overview(request: HtmxHttpRequest) -> HttpResponse:
-    return render(request, "catalog/overview.html", selectors.overview_context())
+    """The overview; its live region asks for itself every OVERVIEW_REFRESH_SECONDS (database only)."""
+    template = "catalog/overview.html"
+    if request.htmx and request.htmx.target == "overview-live":
+        template += "#overview-live"
+    return render(request, template, selectors.overview_context())
 
 
 # --- catalog page --------------------------------------------------------------------------------------
