@@ -197,11 +197,14 @@ class ProductTask(models.Model):
             models.Index(fields=["status", "id"], name="task_status_id_idx"),
             # The scheduler's claim walks task_inflight_check_idx (in-flight tasks by last check, NULLS FIRST):
             # PostgreSQL only, created by migration 0012_postgres_indexes, as SQLite cannot order an index's NULLs.
-            # The overview's stuck list: in-flight tasks by how long they have been in flight.
+            # Stuck tasks: per (product, priority), in-flight tasks by how long they have been in flight, so
+            # each pair's threshold is one index range (stuck.stuck_tasks, stuck.stuck_filter).
             models.Index(
+                "product",
+                "priority",
                 Coalesce("requested_at", "created_at"),
                 "id",
-                name="task_inflight_since_idx",
+                name="task_inflight_pair_idx",
                 condition=Q(status__in=sorted(map(str, IN_FLIGHT_STATUSES))),
             ),
         ]

@@ -379,7 +379,8 @@ def overview_context() -> dict[str, Any]:
     all_settings = product_settings()
     products = enabled_of(all_settings)
     item_url = reverse("catalog:item-list")
-    coverage = product_coverage(products, read_counts()) if products else []
+    counts = read_counts()
+    coverage = product_coverage(products, counts) if products else []
     statuses = sorted(
         {status for c in coverage for status in c.by_status} | set(KNOWN_STATUS_ORDER), key=status_sort_key
     )
@@ -395,7 +396,7 @@ def overview_context() -> dict[str, Any]:
     matrix.append(MatrixRow(status=NOT_REQUESTED, label=NOT_REQUESTED, cells=not_requested))
 
     thresholds = compute_thresholds(all_settings)
-    stuck = list(stuck_tasks(thresholds).select_related("item")[:50])
+    stuck = stuck_tasks(thresholds, limit=50, counts=counts)
     now = timezone.now()
     for task in stuck:
         task.threshold = thresholds.for_task(task.product, task.priority)

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from dashboard.catalog.forms import CatalogFilterForm, TaskFilterForm
 from dashboard.catalog.models import CatalogItem, ItemKind, ProductTask
-from dashboard.catalog.stuck import StuckThresholds, stuck_tasks
+from dashboard.catalog.stuck import StuckThresholds, stuck_ranking
 from dashboard.catalog.sync import _due
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db]
@@ -146,10 +146,12 @@ def test_scheduler_claim_walks_the_in_flight_index_instead_of_sorting(big_catalo
     assert "Sort" not in text, text
 
 
-def test_stuck_list_reads_the_in_flight_since_index(big_catalog):
-    qs = stuck_tasks(StuckThresholds())[:50]
+def test_stuck_list_reads_one_index_range_per_product_and_priority(big_catalog):
+    ranking = stuck_ranking(StuckThresholds(), limit=50)
+    text = plan(ranking)
 
-    assert_uses(plan(qs), "task_inflight_since_idx")
+    # Each (product, priority) is one range of the index, reaching only tasks past that pair's threshold.
+    assert_uses(text, "task_inflight_pair_idx")
 
 
 def test_recent_failures_read_the_status_time_index(big_catalog):
