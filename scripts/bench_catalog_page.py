@@ -14,8 +14,10 @@ admin changelist and to the login page (the floor: a page that reads nothing but
 """
 
 import argparse
+import contextlib
 import os
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -120,22 +122,114 @@ def populate(n_items: int) -> float:
     return time.perf_counter() - started
 
 
-def measure(client, url: str, runs: int) -> tuple[float, float, int, int]:
+class QueryTimer:
+    """Sums the wall time of every query run while it is installed (connection.execute_wrapper)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.count = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.seconds += time.perf_counter() - started
+            self.count += 1
+
+
+def measure(client, url: str, runs: int) -> tuple[float, float, int, int, float]:
+    """(median ms, worst ms, queries, HTTP status, median ms spent in the database)."""
     from django.db import connection
-    from django.test.utils import CaptureQueriesContext
 
     client.get(url)  # warm caches (sessions, permissions, the database's pages)
-    timings = []
+    timings, db_timings = [], []
     queries = 0
     status = 0
     for _ in range(runs):
-        with CaptureQueriesContext(connection) as captured:
+        timer = QueryTimer()
+        with connection.execute_wrapper(timer):
             started = time.perf_counter()
             response = client.get(url)
             timings.append((time.perf_counter() - started) * 1000)
-        queries = len(captured)
+        db_timings.append(timer.seconds * 1000)
+        queries = timer.count
         status = response.status_code
-    return statistics.median(timings), max(timings), queries, status
+    return statistics.median(timings), max(timings), queries, status, statistics.median(db_timings)
+
+
+def bench_scheduler(in_flight: int) -> list[tuple[str, str]]:
+    """Claims and one sync cycle with `in_flight` tasks in flight (markers tasks are set pending inside a
+    transaction that is rolled back, so the bench data is left as it was). Rows for the table."""
+    from django.db import connection, transaction
+    from django.db.models import F
+    from django.test import override_settings
+    from django.utils import timezone
+
+    from dashboard.catalog import sync
+    from dashboard.catalog.models import ProductTask, SyncBudget
+
+    class BudgetSpent(Exception):
+        pass
+
+    def stop(_seconds: float) -> None:
+        raise BudgetSpent
+
+    rows = []
+    with transaction.atomic():
+        now_in_flight = ProductTask.objects.in_flight().count()
+        extra = max(0, in_flight - now_in_flight)
+        if extra:
+            started = time.perf_counter()
+            chosen = ProductTask.objects.filter(product="markers").order_by("pk").values("pk")[:extra]
+            ProductTask.objects.filter(pk__in=chosen).update(status="pending", next_check_at=None)
+            print(
+                f"  put {extra:,} more tasks in flight ({time.perf_counter() - started:.0f} s, rolled back at the end)"
+            )
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE catalog_producttask")
+        total = ProductTask.objects.in_flight().count()
+        due = ProductTask.objects.in_flight().filter(sync._due(timezone.now()))
+        candidates = due.order_by(F("last_checked_at").asc(nulls_first=True), "pk").values_list("item_id")[
+            :400
+        ]
+        sql, params = candidates.query.sql_with_params()
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(f"EXPLAIN {sql}", params)
+                plan = "\n".join(str(row[0]) for row in cursor.fetchall())
+                walks = "task_inflight_check_idx" in plan and "Sort" not in plan
+            else:
+                cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+                plan = "\n".join(str(row[-1]) for row in cursor.fetchall())
+                walks = "TEMP B-TREE" not in plan
+        how = "index walk" if walks else "SORT of every due row"
+        timings = []
+        with override_settings(SYNC_REQUESTS_PER_MINUTE=1_000_000):
+            for _ in range(5):
+                started = time.perf_counter()
+                sync.claim_due_items(limit=100, cycle_start=timezone.now())
+                timings.append((time.perf_counter() - started) * 1000)
+        rows.append(
+            (f"scheduler: claim 100 of {total:,} in flight", f"{statistics.median(timings):.1f} ms ({how})")
+        )
+        # One cycle as `sync_tasks` runs it: claim batches until the per-minute budget is spent (a fresh window).
+        SyncBudget.objects.filter(name=sync.BUDGET_NAME).delete()
+        timer = QueryTimer()
+        started = time.perf_counter()
+        with connection.execute_wrapper(timer), contextlib.suppress(BudgetSpent):
+            sync.run_cycle(sleep=stop)
+        wall = (time.perf_counter() - started) * 1000
+        claimed = SyncBudget.objects.get(name=sync.BUDGET_NAME).used
+        rows.append(
+            (
+                f"scheduler: one sync_tasks cycle ({claimed} items claimed)",
+                f"{timer.seconds * 1000:.0f} ms in the database, {timer.count} queries, {wall:.0f} ms wall",
+            )
+        )
+        transaction.set_rollback(True)
+    return rows
 
 
 @dataclass
@@ -154,6 +248,10 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1_000_000, help="catalog size (10,000,000 works)")
     parser.add_argument("--runs", type=int, default=7, help="requests per page; the median is printed")
     parser.add_argument("--fill-only", action="store_true", help="fill the database and stop")
+    parser.add_argument(
+        "--in-flight", type=int, default=500_000, help="tasks in flight for the scheduler rows (0: skip them)"
+    )
+    parser.add_argument("--import-rows", type=int, default=0, help="also time an import of this many rows")
     args = parser.parse_args()
 
     if os.environ["DATABASE_URL"].startswith(("postgres://", "postgresql://")):
@@ -224,28 +322,66 @@ def main() -> None:
         ProductTask.objects.count() if connection.vendor != "postgresql" else _estimate("catalog_producttask")
     )
     print(f"\n{connection.vendor}, {total:,} items, ~{tasks:,} tasks, median of {args.runs} requests (ms)\n")
-    header = f"{'page':42} {'median':>8} {'worst':>8} {'queries':>7} {'admin':>8} {'xadmin':>7} {'xlogin':>7}"
+    header = f"{'page':42} {'median':>8} {'worst':>8} {'db':>7} {'queries':>7} {'admin':>8} {'xadmin':>7} {'xlogin':>7}"
     print(header)
     print("-" * len(header))
     floor = None
     for case in cases:
-        median, worst, queries, status = measure(anonymous if case.anonymous else client, case.url, args.runs)
+        median, worst, queries, status, db = measure(
+            anonymous if case.anonymous else client, case.url, args.runs
+        )
         if status != 200:
             print(f"{case.label:42} HTTP {status}")
             continue
         floor = floor or median
         admin, faster = "", ""
         if case.admin_url:
-            admin_median, _, _, admin_status = measure(client, case.admin_url, args.runs)
+            admin_median, _, _, admin_status, _ = measure(client, case.admin_url, args.runs)
             admin = f"{admin_median:8.1f}" if admin_status == 200 else f"HTTP {admin_status}"
             faster = f"{admin_median / median:6.1f}x" if admin_status == 200 else ""
         print(
-            f"{case.label:42} {median:8.1f} {worst:8.1f} {queries:7d} {admin:>8} {faster:>7} "
+            f"{case.label:42} {median:8.1f} {worst:8.1f} {db:7.1f} {queries:7d} {admin:>8} {faster:>7} "
             f"{median / floor:6.1f}x"
         )
+    extra = bench_scheduler(args.in_flight) if args.in_flight else [("scheduler", "skipped (--in-flight 0)")]
+    extra.append(("import (scripts/bench_import.py)", import_row(args.import_rows)))
+    extra.append(("bulk operations (make bench-bulk)", bulk_row()))
+    for label, value in extra:
+        print(f"{label:42} {value}")
     print(
-        "\nxadmin: how many times faster than the admin changelist; xlogin: cost relative to the login page."
+        "\ndb: median ms spent in the database; xadmin: how many times faster than the admin changelist; "
+        "xlogin: cost relative to the login page."
     )
+
+
+def import_row(rows: int) -> str:
+    """Run the import benchmark in its own database (`--import-rows`), or say how to."""
+    if not rows:
+        return "not run here: --import-rows 1000000 (its own database)"
+    url = os.environ["DATABASE_URL"]
+    import_url = (
+        url.rsplit("/", 1)[0] + "/dashboard_bench_import"
+        if url.startswith("postgres")
+        else ("sqlite:////tmp/bench_import.sqlite3")
+    )
+    result = subprocess.run(  # noqa: S603 (our own interpreter and script)
+        [sys.executable, str(ROOT / "scripts" / "bench_import.py"), "--rows", str(rows)],
+        env={**os.environ, "DATABASE_URL": import_url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    last = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
+    return last.removeprefix("import of ")
+
+
+def bulk_row() -> str:
+    """The bulk benchmark's last summary, when `make bench-bulk` left one (test-artifacts/bench-bulk.txt)."""
+    path = ROOT / "test-artifacts" / "bench-bulk.txt"
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        return lines[-1] if lines else "(empty)"
+    return "not run: make bench-bulk"
 
 
 def _estimate(table: str) -> int:
