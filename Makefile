@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run prod test test-fast test-slow lint format check bench clean help
+.PHONY: run prod test test-fast test-slow lint format check bench bench-sandbox clean help
 
 help:
 	@sed -n '1,5p' Makefile
@@ -40,10 +40,15 @@ test-fast: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest --run-slow -m slow $(PYTEST_ARGS)
 
-# Benchmarks print numbers; they are not tests. Bigger runs: see the README.
+# Benchmarks print numbers; they are not tests. `make bench` prints one table: every page beside its admin
+# changelist and the login page, the scheduler, and the import and bulk rows. Bigger runs (docs/scaling.md):
+#   make bench BENCH_ITEMS=1000000 DATABASE_URL=postgres://postgres@127.0.0.1:5432/dashboard_bench
+BENCH_ITEMS ?= 100000
 bench: $(STAMP)
+	$(PY) scripts/bench_catalog_page.py --items $(BENCH_ITEMS) $(BENCH_ARGS)
+
+bench-sandbox: $(STAMP)
 	$(PY) -m dashboard.sandbox.bench
-	$(PY) scripts/bench_catalog_page.py --items 100000
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -192,8 +192,10 @@ class ProductTask(models.Model):
             # Recent failures (newest first, ties by id), and the latest completions the stuck thresholds
             # are computed from.
             models.Index(fields=["status", "status_changed_at", "id"], name="task_status_time_idx"),
-            # The catalog's product/status filters (EXISTS per item) and the task list by status, newest first.
+            # The catalog's product/status and failures filters (EXISTS per item; their 10,000-row counts read
+            # these in item order, index only) and the task list by status, newest first.
             models.Index(fields=["product", "status", "item"], name="task_product_status_item_idx"),
+            models.Index(fields=["status", "item"], name="task_status_item_idx"),
             models.Index(fields=["status", "id"], name="task_status_id_idx"),
             # The scheduler's claim walks task_inflight_check_idx (in-flight tasks by last check, NULLS FIRST):
             # PostgreSQL only, created by migration 0012_postgres_indexes, as SQLite cannot order an index's NULLs.

@@ -123,9 +123,12 @@ def test_catalog_failures_filter_reads_the_task_index(big_catalog):
     assert form.is_valid()
     qs = form.filter_items(CatalogItem.objects.all()).order_by()[:10_001]
 
-    # Any index leading with the status serves it (the status column's own, or task_status_id_idx).
-    assert "Seq Scan on catalog_producttask" not in plan(qs), plan(qs)
-    assert "catalog_producttask_status" in plan(qs) or "task_status_id_idx" in plan(qs), plan(qs)
+    # Any index leading with the status serves it here. At a million items (vacuumed, so index-only scans pay)
+    # the count reads task_status_item_idx in item order; a test transaction cannot VACUUM, so that choice is
+    # shown by the bench, not asserted.
+    text = plan(qs)
+    assert "Seq Scan on catalog_producttask" not in text, text
+    assert "catalog_producttask_status" in text or "task_status_" in text, text
 
 
 def test_task_list_by_status_reads_the_status_index_newest_first(big_catalog):
