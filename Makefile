@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run prod test test-fast test-slow lint format check bench bench-sandbox clean help
+.PHONY: run prod test test-fast test-slow lint format check bench bench-sandbox bench-load soak clean help
 
 help:
 	@sed -n '1,5p' Makefile
@@ -45,10 +45,21 @@ test-slow: $(STAMP)
 #   make bench BENCH_ITEMS=1000000 DATABASE_URL=postgres://postgres@127.0.0.1:5432/dashboard_bench
 BENCH_ITEMS ?= 100000
 bench: $(STAMP)
-	$(PY) scripts/bench_catalog_page.py --items $(BENCH_ITEMS) $(BENCH_ARGS)
+	$(PY) scripts/bench_catalog_page.py --items $(BENCH_ITEMS) $(BENCH_PAGE_ARGS)
 
 bench-sandbox: $(STAMP)
 	$(PY) -m dashboard.sandbox.bench
+
+# 100 logged-in operators polling a page of 50 items on gunicorn + PostgreSQL, with Vionlabs up and down
+# (locust; database dashboard_bench; ports 8160-8162). See docs/testing-faults.md.
+bench-load: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) scripts/bench_load.py $(BENCH_ARGS)
+
+# The long fault run: 2,000 operator actions from 8 threads against a Vionlabs failing 30 % (FAULT_RUN_ACTIONS,
+# FAULT_RUN_OPERATORS, FAULT_RUN_ITEMS, FAULT_RUN_SEED, FAULT_RUN_RETRY_AFTER change it).
+soak: $(STAMP)
+	LOG_LEVEL=ERROR $(PY) -m pytest tests/catalog/test_fault_run.py --run-slow -k soak -s $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,6 @@
 """Exact task and item counts without a scan: read, compact and rebuild the trigger-kept delta logs.
 
-Database triggers (migration 0010_task_counts) append a row to `TaskCount` / `ItemCount` for every change, in the
+Database triggers (migration 0011_task_counts) append a row to `TaskCount` / `ItemCount` for every change, in the
 changing transaction; the count of a key is the sum of its rows. Reading sums a small table. `compact` folds
 the log into one row per key (the scheduler does it every cycle; a reader does it when the log has grown);
 `recount` rebuilds both tables from the tasks and items (`manage.py recount_tasks`).

@@ -198,7 +198,7 @@ class ProductTask(models.Model):
             models.Index(fields=["status", "item"], name="task_status_item_idx"),
             models.Index(fields=["status", "id"], name="task_status_id_idx"),
             # The scheduler's claim walks task_inflight_check_idx (in-flight tasks by last check, NULLS FIRST):
-            # PostgreSQL only, created by migration 0012_postgres_indexes, as SQLite cannot order an index's NULLs.
+            # PostgreSQL only, created by migration 0013_postgres_indexes, as SQLite cannot order an index's NULLs.
             # Stuck tasks: per (product, priority), in-flight tasks by how long they have been in flight, so
             # each pair's threshold is one index range (stuck.stuck_tasks, stuck.stuck_filter).
             models.Index(
@@ -238,7 +238,7 @@ class ProductTask(models.Model):
 class TaskCount(models.Model):
     """How many tasks there are per (product, version, status, kind of item), kept by database triggers.
 
-    An append-only log of deltas: the triggers on ProductTask and CatalogItem (migration 0010_task_counts) add a row for
+    An append-only log of deltas: the triggers on ProductTask and CatalogItem (migration 0011_task_counts) add a row for
     every insert, delete and change of status, product, version or item kind, in the same transaction as
     the change, so the sum per key is always the exact count. Rows are only ever inserted, never updated, so
     concurrent writers never wait on a shared counter row (no hot row, no deadlock). `counts.compact`
@@ -510,3 +510,24 @@ class SyncBudget(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.used} since {self.window_start}"
+
+
+class TaskResult(models.Model):
+    """The last answer of a done task's Results API for one set of parameters: a cache the item page reads
+    before it asks Vionlabs again, kept as the JSON that came (API key redacted) so it can be inspected."""
+
+    task = models.ForeignKey(ProductTask, on_delete=models.CASCADE, related_name="results")
+    # SHA-256 of the parameters as canonical JSON (`params`): one row per task and parameter set.
+    params_key = models.CharField(max_length=64)
+    params = models.JSONField(default=dict, blank=True)
+    fetched_at = models.DateTimeField()
+    data = models.JSONField(help_text="The answer as received, with the API key redacted.")
+
+    class Meta:
+        ordering = ["-fetched_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "params_key"], name="task_result_unique_params"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} · {self.params or 'defaults'} @ {self.fetched_at:%Y-%m-%d %H:%M}"

@@ -14,6 +14,10 @@ from dashboard.vionlabs import IN_FLIGHT_STATUSES, Status
 #: it from a row, `ProductTaskQuerySet.with_inflight_since` computes it in SQL; both from this one tuple.
 IN_FLIGHT_SINCE_FIELDS = ("requested_at", "created_at")
 
+#: How `sync_error` starts when a create or deactivate may or may not have reached Vionlabs and the read that
+#: should have settled it failed too: the row's status is then not to be trusted until a read succeeds.
+OUTCOME_UNKNOWN = "Outcome unknown"
+
 
 class CatalogItemQuerySet(models.QuerySet):
     def search(self, text: str) -> Self:
@@ -49,6 +53,10 @@ class ProductSettingQuerySet(models.QuerySet):
 class ProductTaskQuerySet(models.QuerySet):
     def in_flight(self) -> Self:
         return self.filter(status__in=IN_FLIGHT_STATUSES)
+
+    def needs_sync(self) -> Self:
+        """What scheduled sync reads: tasks in flight, and tasks whose last change has an unknown outcome."""
+        return self.filter(Q(status__in=IN_FLIGHT_STATUSES) | Q(sync_error__startswith=OUTCOME_UNKNOWN))
 
     def failed(self) -> Self:
         return self.filter(status=Status.FAILED)

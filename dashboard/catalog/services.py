@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
@@ -24,7 +25,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from dashboard.vionlabs import ItemTask, Link, TaskState
+from dashboard.vionlabs import ItemTask, JsonValue, Link, TaskState
 from dashboard.vionlabs.errors import (
     VionlabsError,
     VionlabsNotFound,
@@ -33,7 +34,7 @@ from dashboard.vionlabs.errors import (
 )
 from dashboard.vionlabs.redaction import redact
 
-from .client import get_client
+from .client import get_client, interactive_calls
 from .models import (
     UPSTREAM_NAME,
     CatalogItem,
@@ -44,8 +45,20 @@ from .models import (
     ProductChoices,
     ProductTask,
     TaskEvent,
+    TaskResult,
     TaskStatus,
     UpstreamHealth,
+)
+from .querysets import OUTCOME_UNKNOWN
+from .results import (
+    PARAM_PRODUCTS,
+    AnyResult,
+    ResultParams,
+    TaskResultView,
+    describe_result_error,
+    parse_result,
+    raw_of,
+    redact_json,
 )
 from .validators import VERSION_MAX_LENGTH, validate_version
 
@@ -403,7 +416,7 @@ def task_retry(
     who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
-        task = ProductTask.objects.select_for_update().select_related("item").get(pk=task.pk)
+        task = ProductTask.objects.select_for_update(of=("self",)).select_related("item").get(pk=task.pk)
         if _marker_blocks(task, now):
             raise ActionInProgress(_in_progress_message(task))
         if task.status not in TaskStatus.RETRYABLE:
@@ -501,7 +514,7 @@ def _reconcile_create(
         raise TaskNotCreated(message, status_code=404) from error
     except VionlabsError as read_error:
         message = (
-            f"Outcome unknown: the create request for {label} may or may not have reached Vionlabs ({error}), "
+            f"{OUTCOME_UNKNOWN}: the create request for {label} may or may not have reached Vionlabs ({error}), "
             f"and the follow-up read failed too ({read_error}). A refresh will settle it."
         )
         _record_failure(
@@ -559,7 +572,7 @@ def task_deactivate(
     who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
-        task = ProductTask.objects.select_for_update().select_related("item").get(pk=task.pk)
+        task = ProductTask.objects.select_for_update(of=("self",)).select_related("item").get(pk=task.pk)
         if _marker_blocks(task, now):
             raise ActionInProgress(_in_progress_message(task))
         if task.status == TaskStatus.DEACTIVATED:
@@ -592,7 +605,7 @@ def _reconcile_deactivate(
         state = _read_task(task)
     except VionlabsError as read_error:
         message = (
-            f"Outcome unknown: the deactivation may or may not have reached Vionlabs ({error}), and the "
+            f"{OUTCOME_UNKNOWN}: the deactivation may or may not have reached Vionlabs ({error}), and the "
             f"follow-up read failed too ({read_error}). A refresh will settle it."
         )
         _record_failure(
@@ -746,11 +759,38 @@ def item_refresh(
                         who=who,
                         error=answer.error,
                     )
+        listed = {(item_task.product, item_task.version) for item_task in item_tasks}
+        for key, row in rows.items():
+            if key not in listed and _unknown_before(row, observed_at) and row.pk not in busy_at_start:
+                _settle_unlisted(row, who)
     _record_health(None)
     tasks = sorted(rows.values(), key=lambda row: (row.product, row.version))
     for row in tasks:
         row.item = item
     return tasks
+
+
+def _unknown_before(row: ProductTask, observed_at: dt.datetime) -> bool:
+    """The row's last change had an unknown outcome, recorded before a read sent at `observed_at`."""
+    return bool(
+        row.sync_error.startswith(OUTCOME_UNKNOWN)
+        and row.sync_error_at is not None
+        and row.sync_error_at < observed_at
+        and not _mutation_overlaps(row, observed_at)
+    )
+
+
+def _settle_unlisted(row: ProductTask, who: _Who) -> None:
+    """A change with an unknown outcome, and a later listing of the item without the task: it is not there,
+    as a 404 on the settling read would have said. Say so instead of asking again for ever."""
+    message = (
+        f"Settled by a later read: Vionlabs has no task {row.product} {row.version} for "
+        f"{row.item.inventory_id}, so the change whose outcome was unknown did not create it. Try again."
+    )
+    row.sync_error = message
+    row.sync_error_at = timezone.now()
+    row.save(update_fields=["sync_error", "sync_error_at", "updated_at"])
+    _event(row, action=EventAction.REFRESH, status_before=row.status, who=who, error=message)
 
 
 def _discover(
@@ -843,3 +883,88 @@ def _relock(task: ProductTask) -> ProductTask:
 
 def _join(*parts: str) -> str:
     return " ".join(part for part in parts if part)
+
+
+# --- Results --------------------------------------------------------------------------------------------
+
+#: A result is fetched while a person waits: each attempt gives up after this many seconds, and the
+#: request-path client retries once at most without sleeping through a long Retry-After
+#: (client.interactive_calls), so the fragment answers within about 2 x 4 s + 2 s whatever Vionlabs does.
+RESULT_FETCH_TIMEOUT = 4.0
+#: A cached result older than this is fetched again when it is next opened (Vionlabs may reprocess).
+RESULT_MAX_AGE = dt.timedelta(hours=24)
+#: Parameter sets kept per task; the oldest fetch goes first.
+RESULT_CACHE_PER_TASK = 10
+
+
+def _cached_is_current(cached: TaskResult, task: ProductTask, now: dt.datetime) -> bool:
+    """Fetched after the task last changed status (a retried task's new result replaces the old one) and
+    not older than RESULT_MAX_AGE."""
+    if task.status_changed_at is not None and cached.fetched_at < task.status_changed_at:
+        return False
+    return now - cached.fetched_at < RESULT_MAX_AGE
+
+
+def _fetch_result(task: ProductTask, params: ResultParams) -> AnyResult:
+    ensure_no_transaction()
+    with interactive_calls():
+        client = get_client(max_timeout=RESULT_FETCH_TIMEOUT)
+        inventory_id, version = task.item.inventory_id, task.version
+        if task.product == ProductChoices.ADBREAKS:
+            return client.get_adbreaks(inventory_id, version=version, **params.as_dict())
+        if task.product == ProductChoices.CONTEXTUAL_ADBREAK:
+            return client.get_contextual_adbreaks(inventory_id, version=version, **params.as_dict())
+        if task.product == ProductChoices.MARKERS:
+            return client.get_markers(inventory_id, version=version)
+        return client.get_result(inventory_id, task.product, version=version)
+
+
+def _store_result(task: ProductTask, params: ResultParams, data: JsonValue, now: dt.datetime) -> TaskResult:
+    with transaction.atomic():
+        row, _ = TaskResult.objects.update_or_create(
+            task=task,
+            params_key=params.key,
+            defaults={"params": params.as_dict(), "fetched_at": now, "data": data},
+        )
+        keep = TaskResult.objects.filter(task=task).order_by("-fetched_at", "-pk")[:RESULT_CACHE_PER_TASK]
+        TaskResult.objects.filter(task=task).exclude(pk__in=list(keep.values_list("pk", flat=True))).delete()
+    return row
+
+
+def _view_of(task: ProductTask, params: ResultParams, row: TaskResult, **state: Any) -> TaskResultView:
+    result = parse_result(task.product, row.data, inventory_id=task.item.inventory_id)
+    return TaskResultView(task=task, params=params, result=result, fetched_at=row.fetched_at, **state)
+
+
+def task_results(
+    *, task: ProductTask, params: ResultParams | None = None, refresh: bool = False
+) -> TaskResultView:
+    """A done task's result: the cached one while current, else fetched from Vionlabs (outside any
+    transaction, with a short deadline) and cached with the key redacted. `refresh` skips the cache.
+
+    Never raises a VionlabsError: a failed fetch is the view's `message`, with the cached result (if any)
+    marked `stale`. Raises HttpInsideTransaction when called inside a transaction."""
+    if task.product not in PARAM_PRODUCTS or params is None:
+        params = ResultParams()
+    if task.status != TaskStatus.DONE:
+        return TaskResultView(
+            task=task,
+            params=params,
+            message="This task is not done: Vionlabs has no result for it yet.",
+        )
+    now = timezone.now()
+    cached = TaskResult.objects.filter(task=task, params_key=params.key).first()
+    if cached is not None and not refresh and _cached_is_current(cached, task, now):
+        return _view_of(task, params, cached)
+    try:
+        result = _fetch_result(task, params)
+    except VionlabsError as error:
+        message, wait = describe_result_error(error, product_label=task.get_product_display())
+        logger.info("Result of task %s not fetched: %s", task.pk, _scrub(str(error)))
+        message = _scrub(message)
+        if cached is not None:
+            return _view_of(task, params, cached, stale=True, message=message, retry_after=wait)
+        return TaskResultView(task=task, params=params, stale=True, message=message, retry_after=wait)
+    data = redact_json(raw_of(result), _scrub)
+    row = _store_result(task, params, data, timezone.now())
+    return _view_of(task, params, row, fetched_now=True)

@@ -37,6 +37,7 @@ from .models import (
     TaskStatus,
     UpstreamHealth,
 )
+from .querysets import OUTCOME_UNKNOWN
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +85,18 @@ def _in_flight_for(task: ProductTask, now: dt.datetime) -> dt.timedelta:
 
 
 def schedule_next_checks(*, item_id: int, now: dt.datetime | None = None) -> None:
-    """Set `next_check_at` of an item's tasks after a refresh: by the backoff rule while in flight, cleared
-    once final (the scheduler looks only at in-flight tasks)."""
+    """Set `next_check_at` of an item's tasks after a refresh: by the backoff rule while in flight or while a
+    change's outcome is still unknown, cleared otherwise (the scheduler looks only at `needs_sync()` tasks)."""
     now = now or timezone.now()
-    rows = ProductTask.objects.filter(item_id=item_id).only("pk", "status", "requested_at", "created_at")
+    rows = ProductTask.objects.filter(item_id=item_id).only(
+        "pk", "status", "requested_at", "created_at", "sync_error", "sync_error_at"
+    )
     for row in rows:
         if row.status in TaskStatus.IN_FLIGHT:
             when = now + next_check_delay(age=_in_flight_for(row, now))
+        elif row.sync_error.startswith(OUTCOME_UNKNOWN):
+            # Still unsettled (item_refresh settles what it can): ask again, less often the longer it lasts.
+            when = now + next_check_delay(age=now - (row.sync_error_at or now))
         else:
             when = None
         # A single-column update: it cannot overwrite a status another process wrote meanwhile.
@@ -176,7 +182,7 @@ def claim_due_items(*, limit: int, cycle_start: dt.datetime, now: dt.datetime | 
             wait = (budget.window_start + BUDGET_WINDOW - now).total_seconds()
             budget.save(update_fields=["window_start", "used"])
             return Claim([], budget_wait=max(0.05, wait))
-        due = ProductTask.objects.in_flight().filter(_due(cycle_start))
+        due = ProductTask.objects.needs_sync().filter(_due(cycle_start))
         # More candidates than needed: some may be locked by another scheduler right now, and are skipped.
         candidates = list(
             due.order_by(F("last_checked_at").asc(nulls_first=True), "pk").values_list("item_id", flat=True)[
@@ -210,7 +216,7 @@ def refresh_claimed_item(*, item_id: int, source: str = EventSource.SYNC) -> str
     breaker = breaker_status(now)
     if breaker.state == "open":
         # Do not call while paused; look again right after the pause.
-        ProductTask.objects.in_flight().filter(item_id=item_id).update(next_check_at=breaker.paused_until)
+        ProductTask.objects.needs_sync().filter(item_id=item_id).update(next_check_at=breaker.paused_until)
         if source == EventSource.WEBHOOK:
             refresh_item.using(run_after=breaker.paused_until).enqueue(item_id, source)
         return "paused"
@@ -219,7 +225,7 @@ def refresh_claimed_item(*, item_id: int, source: str = EventSource.SYNC) -> str
         return "gone"
     if source != EventSource.SYNC:
         # A webhook's refresh leases the item like a scheduler's claim, so no scheduler claims it meanwhile.
-        ProductTask.objects.in_flight().filter(item_id=item_id).update(next_check_at=now + lease_length())
+        ProductTask.objects.needs_sync().filter(item_id=item_id).update(next_check_at=now + lease_length())
     try:
         services.item_refresh(item=item, source=source)
     except VionlabsError as error:
@@ -230,7 +236,7 @@ def refresh_claimed_item(*, item_id: int, source: str = EventSource.SYNC) -> str
         paused = breaker_status()
         if paused.state == "open" and paused.paused_until:
             retry_at = max(retry_at, paused.paused_until)
-        ProductTask.objects.in_flight().filter(item_id=item_id).update(next_check_at=retry_at)
+        ProductTask.objects.needs_sync().filter(item_id=item_id).update(next_check_at=retry_at)
         return "failed"
     close_breaker()
     schedule_next_checks(item_id=item_id)

@@ -2,7 +2,7 @@
 
 Pure standard library, nothing from Django. `Sandbox` binds its port at construction (port 0 picks a free one,
 read back from `.url`), then either `start()`s in a background thread (tests) or `serve_forever()`s in the
-calling thread (`manage.py run_sandbox`). See the README's sandbox section for the behaviour.
+calling thread (`manage.py run_sandbox`). Its behaviour is described in docs/sandbox.md.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import queue
 import random
 import re
 import socket
+import struct
 import threading
 import time
 import urllib.error
@@ -338,6 +339,12 @@ class Sandbox:
         """How many requests addressed this task (of one method, or all)."""
         return self.counters.task_count((inventory_id, product, version), method)
 
+    def applied_requests(
+        self, inventory_id: str, product: str, version: str, method: str | None = None
+    ) -> int:
+        """How many requests on this task got past the injected faults and were handled (could change it)."""
+        return self.counters.applied_count((inventory_id, product, version), method)
+
     def item_requests(self, inventory_id: str) -> int:
         """How many item-level GETs addressed this inventory id."""
         return self.counters.item_count(inventory_id)
@@ -347,7 +354,7 @@ class Sandbox:
     def draw_fault(self) -> str | None:
         """One draw per request, so a seeded run repeats the same faults for the same request order."""
         options = self._options
-        if not (options.error_rate or options.rate_limit_rate or options.hang_rate):
+        if not (options.error_rate or options.rate_limit_rate or options.hang_rate or options.reset_rate):
             return None
         with self._rng_lock:
             draw = self._rng.random()
@@ -357,6 +364,8 @@ class Sandbox:
             return "429"
         if draw < options.error_rate + options.rate_limit_rate + options.hang_rate:
             return "hang"
+        if draw < options.error_rate + options.rate_limit_rate + options.hang_rate + options.reset_rate:
+            return "reset"
         return None
 
     def authorised(self, query: list[tuple[str, str]], header_key: str | None) -> bool:
@@ -771,12 +780,20 @@ class _Handler(BaseHTTPRequestHandler):
                     429, {"detail": "Too many requests"}, (("Retry-After", str(options.retry_after)),)
                 )
                 return self._counted(answer)
+            if fault == "reset":
+                # Nothing changes and nothing is answered: the connection is torn down (RST, not FIN).
+                counters.fault("reset")
+                counters.answered("reset")
+                self._reset()
+                return "reset"
             if not sandbox.authorised(query, self.headers.get("X-API-Key")):
                 answer = Answer(401, {"detail": "Invalid or missing API key"})
             elif route.kind == "results" and route.product == options.no_access_product:
                 # Access is granted per API: this key works for tasks but not for this product's results.
                 answer = Answer(403, {"detail": "Not authorized to access this API"})
             else:
+                if route.kind == "task" and route.key is not None:
+                    counters.applied(self.command, route.key)
                 answer = sandbox.answer(self.command, route, query, body)
             if fault == "hang":
                 # The request took effect; only its answer is withheld, as when a real server times out.
@@ -835,6 +852,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         self.wfile.flush()
         return str(answer.status)
+
+    def _reset(self) -> None:
+        # SO_LINGER with a zero timeout makes close() send RST: the client sees "connection reset by peer".
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
 
     def _hang(self, answer: Answer, mode: str, seconds: float, release: threading.Event) -> None:
         self.close_connection = True

@@ -74,6 +74,7 @@ class SandboxOptions:
     hang_rate: float = 0.0
     hang_seconds: float = 30.0
     hang_mode: str = "close"
+    reset_rate: float = 0.0
     webhook_url: str | None = None
     webhook_secret: str | None = None
     seed: int | None = None
@@ -88,13 +89,13 @@ class SandboxOptions:
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
             object.__setattr__(self, name, value)
-        for name in ("error_rate", "rate_limit_rate", "hang_rate"):
+        for name in ("error_rate", "rate_limit_rate", "hang_rate", "reset_rate"):
             value = _number(name, getattr(self, name))
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
             object.__setattr__(self, name, value)
-        if self.error_rate + self.rate_limit_rate + self.hang_rate > 1:
-            raise ValueError("error_rate + rate_limit_rate + hang_rate must not exceed 1")
+        if self.error_rate + self.rate_limit_rate + self.hang_rate + self.reset_rate > 1:
+            raise ValueError("error_rate + rate_limit_rate + hang_rate + reset_rate must not exceed 1")
         if (
             isinstance(self.retry_after, bool)
             or not isinstance(self.retry_after, int)
@@ -354,7 +355,10 @@ class Stats:
             self._tasks: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
             self._items: dict[str, int] = {}
             self._statuses: dict[str, int] = {}
-            self._faults = {"503": 0, "429": 0, "hang": 0}
+            self._faults = {"503": 0, "429": 0, "hang": 0, "reset": 0}
+            # Per task and method, the requests that reached the API proper (answered or hung), i.e. that
+            # could change something: a POST counted here is one that may have created or restarted the task.
+            self._applied: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
             self._webhooks = {"sent": 0, "failed": 0}
             self._in_flight = 0
             self._max_concurrent = 0
@@ -381,6 +385,21 @@ class Stats:
         with self._lock:
             if token == self._epoch:
                 self._in_flight -= 1
+
+    def applied(self, method: str, key: TaskKey) -> None:
+        """Count a task request that got past the injected faults and was handled by the API."""
+        inventory_id, product, version = key
+        with self._lock:
+            methods = (
+                self._applied.setdefault(inventory_id, {}).setdefault(product, {}).setdefault(version, {})
+            )
+            methods[method] = methods.get(method, 0) + 1
+
+    def applied_count(self, key: TaskKey, method: str | None = None) -> int:
+        inventory_id, product, version = key
+        with self._lock:
+            methods = self._applied.get(inventory_id, {}).get(product, {}).get(version, {})
+            return methods.get(method, 0) if method else sum(methods.values())
 
     def answered(self, status: str) -> None:
         with self._lock:
@@ -412,6 +431,7 @@ class Stats:
                     "requests": self._requests,
                     "endpoints": self._endpoints,
                     "tasks": self._tasks,
+                    "applied": self._applied,
                     "items": self._items,
                     "statuses": self._statuses,
                     "faults": self._faults,

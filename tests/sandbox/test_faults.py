@@ -192,3 +192,33 @@ def test_chunked_request_body_is_read(sandbox):
 def test_oversized_body_is_413(sandbox):
     answer = call(sandbox, "POST", task_path("tt1"), data=b" " * 1_000_001)
     assert answer.status_code == 413
+
+
+def test_a_reset_tears_the_connection_down_and_changes_nothing(sandbox):
+    sandbox.configure(reset_rate=1.0)
+    connection = _connection(sandbox)
+    connection.request("POST", task_path("tt1") + f"?key={sandbox.api_key}")
+    with pytest.raises((ConnectionResetError, http.client.RemoteDisconnected)):
+        connection.getresponse()
+    connection.close()
+    sandbox.configure(reset_rate=0.0)
+    assert call(sandbox, "GET", task_path("tt1")).status_code == 404
+    stats = sandbox.stats()
+    assert stats["faults"]["reset"] == 1
+    assert stats["statuses"]["reset"] == 1
+    assert sandbox.applied_requests("tt1", "adbreaks", "1.0", "POST") == 0
+
+
+def test_applied_counts_only_requests_that_got_past_the_faults(sandbox):
+    sandbox.configure(seed=3, error_rate=0.3, rate_limit_rate=0.2, reset_rate=0.2)
+    outcomes = []
+    for _ in range(40):
+        try:
+            outcomes.append(call(sandbox, "POST", task_path("tt1"), timeout=5).status_code)
+        except requests.ConnectionError:
+            outcomes.append("reset")
+    stats = sandbox.stats()
+    assert sandbox.task_requests("tt1", "adbreaks", "1.0", "POST") == 40
+    assert sandbox.applied_requests("tt1", "adbreaks", "1.0", "POST") == outcomes.count(200)
+    assert stats["applied"]["tt1"]["adbreaks"]["1.0"] == {"POST": outcomes.count(200)}
+    assert stats["faults"]["reset"] == outcomes.count("reset") > 0

@@ -54,6 +54,9 @@ class Command(BaseCommand):
         parser.add_argument("--hang-seconds", type=_seconds, default=defaults.hang_seconds)
         parser.add_argument("--hang-mode", choices=("close", "drip"), default=defaults.hang_mode)
         parser.add_argument(
+            "--reset-rate", type=_share, default=0.0, help="share of requests whose connection is reset"
+        )
+        parser.add_argument(
             "--webhook-url", default=None, help="POST here when a task reaches done or failed"
         )
         parser.add_argument("--webhook-secret", default=None, help="sent in the x-api-key header of webhooks")
@@ -85,6 +88,7 @@ class Command(BaseCommand):
                 error_rate=options["error_rate"],
                 rate_limit_rate=options["rate_limit_rate"],
                 retry_after=options["retry_after"],
+                reset_rate=options["reset_rate"],
                 hang_rate=options["hang_rate"],
                 hang_seconds=options["hang_seconds"],
                 hang_mode=options["hang_mode"],

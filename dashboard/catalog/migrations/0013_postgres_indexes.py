@@ -45,7 +45,7 @@ def reverse(apps, schema_editor) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("catalog", "0011_scale_indexes"),
+        ("catalog", "0012_scale_indexes"),
     ]
 
     operations = [migrations.RunPython(forward, reverse)]

@@ -237,7 +237,7 @@ def drop_triggers(apps, schema_editor) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("catalog", "0009_rename_tasks_module_to_jobs"),
+        ("catalog", "0010_task_result"),
     ]
 
     operations = [

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('catalog', '0010_task_counts'),
+        ('catalog', '0011_task_counts'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
