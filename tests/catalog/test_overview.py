@@ -131,3 +131,28 @@ def test_overview_live_region_needs_a_login(client, products):
 
     assert response.headers["HX-Redirect"].startswith("/login/")
     assert response.content == b""
+
+
+# --- the catalog's count of a task-only filter -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "product=adbreaks&status=failed",
+        "status=failed",
+        "failures=on",
+        "product=adbreaks",
+        "q=item&status=failed",
+    ],
+)
+def test_catalog_count_counts_items_once_whatever_their_tasks(products, query):
+    _items, tasks = add_items(8)  # adbreaks: 2 failed
+    # A second failed adbreaks task (another version) on an item that already has one: still one item.
+    ProductTask.objects.create(item=tasks[2].item, product="adbreaks", version="0.9", status="failed")
+    ProductTask.objects.create(item=tasks[0].item, product="markers", version="2", status="failed")
+    form = CatalogFilterForm(data=QueryDict(query))
+    assert form.is_valid(), form.errors
+    items = form.filter_items(CatalogItem.objects.all())
+
+    assert form.countable(items).count() == items.count()

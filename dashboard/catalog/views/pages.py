@@ -63,7 +63,7 @@ def item_list(request: HtmxHttpRequest) -> HttpResponse:
             unique=sort.lstrip("-") == "inventory_id",
         )
         rows = build_rows(page.rows, products)
-        count, count_exact = bounded_count(qs)
+        count, count_exact = bounded_count(form.countable(qs))
     base_query = request.GET.copy()
     for name in ("after", "before"):
         base_query.pop(name, None)
