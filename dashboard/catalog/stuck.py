@@ -137,15 +137,16 @@ def stuck_ranking(
     not the number of tasks in flight. None when nothing is in flight."""
     now = now or timezone.now()
     base = ProductTask.objects.in_flight().with_inflight_since()
+    # django-stubs cannot see the annotation that with_inflight_since() adds.
     parts = [
-        base.filter(product=product, priority=priority, inflight_since__lt=cutoff)
+        base.filter(product=product, priority=priority, inflight_since__lt=cutoff)  # type: ignore[misc]
         .order_by()
         .values_list("inflight_since", "pk")
         for product, priority, cutoff in _cutoffs(thresholds, products_in_flight(counts), now)
     ]
     if not parts:
         return None
-    return parts[0].union(*parts[1:], all=True).order_by("inflight_since", "pk")[:limit]
+    return parts[0].union(*parts[1:], all=True).order_by("inflight_since", "pk")[:limit]  # type: ignore[misc]
 
 
 def stuck_tasks(
