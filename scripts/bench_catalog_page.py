@@ -229,6 +229,11 @@ def bench_scheduler(in_flight: int) -> list[tuple[str, str]]:
             )
         )
         transaction.set_rollback(True)
+    if connection.vendor == "postgresql":
+        # The rolled-back update left 400,000 dead row versions; without this the next run's pages would
+        # step over them (one run measured the overview at 500 ms instead of 35 ms that way).
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE catalog_producttask")
     return rows
 
 
