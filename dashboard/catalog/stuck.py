@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from django.db import connection
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
@@ -146,6 +147,10 @@ def stuck_ranking(
     ]
     if not parts:
         return None
+    if connection.features.supports_slicing_ordering_in_compound:
+        # Each range ordered and limited too: the planner then reads the index in order and stops early, rather
+        # than trusting its row estimate for the range (which once sent it to a 140 ms bitmap scan).
+        parts = [part.order_by("inflight_since", "pk")[:limit] for part in parts]
     return parts[0].union(*parts[1:], all=True).order_by("inflight_since", "pk")[:limit]  # type: ignore[misc]
 
 
