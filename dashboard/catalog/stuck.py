@@ -150,7 +150,7 @@ def stuck_ranking(
     if connection.features.supports_slicing_ordering_in_compound:
         # Each range ordered and limited too: the planner then reads the index in order and stops early, rather
         # than trusting its row estimate for the range (which once sent it to a 140 ms bitmap scan).
-        parts = [part.order_by("inflight_since", "pk")[:limit] for part in parts]
+        parts = [part.order_by("inflight_since", "pk")[:limit] for part in parts]  # type: ignore[misc]
     return parts[0].union(*parts[1:], all=True).order_by("inflight_since", "pk")[:limit]  # type: ignore[misc]
 
 
