@@ -11,6 +11,8 @@ from typing import ClassVar
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
@@ -194,8 +196,26 @@ class ProductTask(models.Model):
             models.Index(fields=["last_checked_at"], name="task_last_checked_idx"),
             models.Index(fields=["status", "next_check_at"], name="task_status_next_check_idx"),
             models.Index(fields=["status_changed_at"], name="task_status_changed_idx"),
-            # Recent failures, and the latest completions the stuck thresholds are computed from.
-            models.Index(fields=["status", "status_changed_at"], name="task_status_time_idx"),
+            # Recent failures (newest first, ties by id), and the latest completions the stuck thresholds
+            # are computed from.
+            models.Index(fields=["status", "status_changed_at", "id"], name="task_status_time_idx"),
+            # The catalog's product/status and failures filters (EXISTS per item; their 10,000-row counts read
+            # these in item order, index only) and the task list by status, newest first.
+            models.Index(fields=["product", "status", "item"], name="task_product_status_item_idx"),
+            models.Index(fields=["status", "item"], name="task_status_item_idx"),
+            models.Index(fields=["status", "id"], name="task_status_id_idx"),
+            # The scheduler's claim walks task_inflight_check_idx (in-flight tasks by last check, NULLS FIRST):
+            # PostgreSQL only, created by migration 0014_postgres_indexes, as SQLite cannot order an index's NULLs.
+            # Stuck tasks: per (product, priority), in-flight tasks by how long they have been in flight, so
+            # each pair's threshold is one index range (stuck.stuck_tasks, stuck.stuck_filter).
+            models.Index(
+                "product",
+                "priority",
+                Coalesce("requested_at", "created_at"),
+                "id",
+                name="task_inflight_pair_idx",
+                condition=Q(status__in=sorted(map(str, IN_FLIGHT_STATUSES))),
+            ),
         ]
         permissions = [
             ("operate_tasks", "Can create, refresh, deactivate and retry Vionlabs tasks"),
@@ -220,6 +240,35 @@ class ProductTask(models.Model):
     @property
     def is_known_status(self) -> bool:
         return self.status in TaskStatus.values
+
+
+class TaskCount(models.Model):
+    """How many tasks there are per (product, version, status, kind of item), kept by database triggers.
+
+    An append-only log of deltas: the triggers on ProductTask and CatalogItem (migration 0012_task_counts) add a row for
+    every insert, delete and change of status, product, version or item kind, in the same transaction as
+    the change, so the sum per key is always the exact count. Rows are only ever inserted, never updated, so
+    concurrent writers never wait on a shared counter row (no hot row, no deadlock). `counts.compact`
+    folds the log back into one row per key; `manage.py recount_tasks` rebuilds it from scratch."""
+
+    product = models.TextField()
+    version = models.TextField()
+    status = models.TextField(blank=True)
+    kind = models.TextField()
+    n = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.product} {self.version} {self.status or '∅'} {self.kind}: {self.n:+d}"
+
+
+class ItemCount(models.Model):
+    """How many catalog items there are per kind: a delta log like TaskCount, kept by the same triggers."""
+
+    kind = models.TextField()
+    n = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.n:+d}"
 
 
 class EventSource(models.TextChoices):
