@@ -10,7 +10,7 @@ from functools import partial
 from typing import ClassVar
 
 from django.contrib import admin, messages
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
@@ -105,9 +105,9 @@ def _status_change(before: str, task: ProductTask) -> str:
     return f"{before or 'no answer'} → {after}" if before != task.status else f"still {after}"
 
 
-def _actor(request: HttpRequest) -> AbstractBaseUser | None:
+def _actor(request: HttpRequest) -> User | None:
     """Who acts: the admin serves only logged-in staff, so never the anonymous user."""
-    return request.user if request.user.is_authenticated else None
+    return services.acting_user(request.user)
 
 
 def _default_settings() -> dict[str, ProductSetting]:
