@@ -3,6 +3,7 @@ task timelines and the poll's changes. Database only, never the API; the views r
 """
 
 import datetime as dt
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -389,3 +390,33 @@ def item_detail_context(
             tasks=[t.pk for t in tasks], rows="item", active=any(task_is_active(t) for t in tasks)
         ),
     }
+
+
+# --- Task counts for /metrics -----------------------------------------------------------------------------
+
+#: How long a scrape reuses the task counts. They come from a GROUP BY over the whole task table, which a
+#: scrape every 15 s must not run on a large PostgreSQL catalog.
+TASK_COUNTS_TTL = 60.0
+_task_counts_cache: tuple[float, dict[tuple[str, str], int]] | None = None
+
+
+def task_counts(*, max_age: float = TASK_COUNTS_TTL) -> dict[tuple[str, str], int]:
+    """{(product, status): number of tasks}, at most `max_age` seconds old (per process).
+
+    TODO(scale branch): read the maintained task-counts table instead and drop the cache: it turns this into
+    a read of a few rows. Until then this is a full GROUP BY, run at most once a minute per process.
+    """
+    global _task_counts_cache
+    now = time.monotonic()
+    if _task_counts_cache is not None and now - _task_counts_cache[0] < max_age:
+        return _task_counts_cache[1]
+    rows = ProductTask.objects.values_list("product", "status").annotate(n=Count("pk")).order_by()
+    counts = {(product, status): n for product, status, n in rows}
+    _task_counts_cache = (now, counts)
+    return counts
+
+
+def forget_task_counts() -> None:
+    """Drop the cached counts (tests; after a bulk change a person wants to see at once)."""
+    global _task_counts_cache
+    _task_counts_cache = None
