@@ -117,7 +117,9 @@ def test_progress_is_reported_for_unfinished_operations_only(client):
     assert samples[("dashboard_operation_items", (*labels, ("outcome", "done")))] == 4
     assert samples[("dashboard_operation_items", (*labels, ("outcome", "skipped")))] == 1
     assert samples[("dashboard_operation_items", (*labels, ("outcome", "failed")))] == 2
-    assert not [key for key in samples if key[0] == "dashboard_operation_items" and ("kind", "refresh") in key[1]]
+    assert not [
+        key for key in samples if key[0] == "dashboard_operation_items" and ("kind", "refresh") in key[1]
+    ]
 
 
 def test_a_scrape_makes_a_fixed_number_of_queries(client, django_assert_num_queries):
