@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
-from .forms import CONTAINER_KINDS, UNANSWERED, TaskCreateForm
+from .forms import CONTAINER_KINDS, UNANSWERED, TaskCreateForm, TaskFilterForm
 from .models import (
     UPSTREAM_NAME,
     CatalogItem,
@@ -25,7 +25,7 @@ from .models import (
     TaskStatus,
     UpstreamHealth,
 )
-from .stuck import compute_thresholds, stuck_tasks
+from .stuck import StuckThresholds, compute_thresholds, stuck_filter, stuck_tasks
 from .templatetags.catalog_ui import NOT_REQUESTED
 
 #: History rows shown on an item page.
@@ -420,3 +420,11 @@ def forget_task_counts() -> None:
     """Drop the cached counts (tests; after a bulk change a person wants to see at once)."""
     global _task_counts_cache
     _task_counts_cache = None
+
+
+def filtered_tasks(form: TaskFilterForm, thresholds: StuckThresholds) -> QuerySet[ProductTask]:
+    """The tasks the task page lists for a valid `form`, the stuck flag included (the page and the export)."""
+    qs = form.filter_tasks(ProductTask.objects.all())
+    if form.cleaned_data["stuck"]:
+        qs = qs.with_inflight_since().filter(stuck_filter(thresholds))
+    return qs

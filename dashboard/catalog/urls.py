@@ -1,17 +1,19 @@
 from django.urls import path
 
-from .views import actions, operations, pages, poll, webhook
+from .views import actions, export, operations, pages, poll, webhook
 
 app_name = "catalog"
 
 urlpatterns = [
     path("", pages.overview, name="overview"),
     path("items/", pages.item_list, name="item-list"),
+    path("items/export.<str:fmt>", export.item_export, name="item-export"),
     path("items/<int:pk>/", pages.item_detail, name="item-detail"),
     path("items/<int:pk>/children/", pages.item_children, name="item-children"),
     path("items/<int:pk>/tasks/", actions.task_create, name="task-create"),
     path("items/<int:pk>/refresh/", actions.item_refresh, name="item-refresh"),
     path("tasks/", pages.task_list, name="task-list"),
+    path("tasks/export.<str:fmt>", export.task_export, name="task-export"),
     path("tasks/<int:pk>/refresh/", actions.task_refresh, name="task-refresh"),
     path("tasks/<int:pk>/deactivate/", actions.task_deactivate, name="task-deactivate"),
     path("tasks/<int:pk>/retry/", actions.task_retry, name="task-retry"),

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET
 
 from .. import selectors
 from ..forms import CatalogFilterForm, TaskCreateForm, TaskFilterForm
-from ..models import CatalogItem, OperationKind, PriorityChoices, ProductTask
+from ..models import CatalogItem, OperationKind, PriorityChoices
 from ..pagination import Page, bounded_count, keyset_page
 from ..permissions import viewer_required
 from ..selectors import (
@@ -21,7 +21,7 @@ from ..selectors import (
     product_settings,
     task_is_active,
 )
-from ..stuck import compute_thresholds, stuck_filter
+from ..stuck import compute_thresholds
 from .common import HtmxHttpRequest
 
 #: Children shown when a series or season is expanded; the rest are one filtered catalog page away.
@@ -129,9 +129,7 @@ def task_list(request: HtmxHttpRequest) -> HttpResponse:
     page = Page(rows=[], next_cursor=None, prev_cursor=None)
     count, count_exact = 0, True
     if form.is_valid():
-        qs = form.filter_tasks(ProductTask.objects.all())
-        if form.cleaned_data["stuck"]:
-            qs = qs.with_inflight_since().filter(stuck_filter(thresholds))
+        qs = selectors.filtered_tasks(form, thresholds)
         page = keyset_page(
             qs.select_related("item"),
             field_name="pk",
