@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from .. import selectors
+from .. import alerts, selectors
 from ..forms import CatalogFilterForm, TaskCreateForm, TaskFilterForm
 from ..models import CatalogItem, OperationKind, PriorityChoices
 from ..pagination import Page, bounded_count, keyset_page
@@ -31,7 +31,8 @@ CHILDREN_LIMIT = 200
 @require_GET
 @viewer_required
 def overview(request: HtmxHttpRequest) -> HttpResponse:
-    return render(request, "catalog/overview.html", selectors.overview_context())
+    ctx = {**selectors.overview_context(), "last_alert": alerts.last_alert()}
+    return render(request, "catalog/overview.html", ctx)
 
 
 # --- catalog page --------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connection
 
-from dashboard.catalog import operations, sync
+from dashboard.catalog import alerts, operations, sync
 
 
 class Command(BaseCommand):
@@ -51,6 +51,10 @@ class Command(BaseCommand):
                 # worker went away (a restart mid-run), which django-tasks-db would leave running forever.
                 for operation_id in operations.operation_resume_stale():
                     self.stdout.write(f"Operation {operation_id} had stopped making progress: resumed.")
+                # And the alert digest (at most every ALERT_INTERVAL; once per event across schedulers).
+                digest = alerts.send_digest_if_due()
+                if digest is not None and self.verbosity >= 1:
+                    self.stdout.write(f"Alert sent to {alerts.recipients()}: {digest.subject}.")
                 if every is None:
                     return
                 time.sleep(max(0.0, every - (time.monotonic() - started)))
