@@ -85,8 +85,8 @@ def _keyset(qs: QuerySet[Any], *, key: str, descending: bool = False) -> Iterato
 
 
 def _item_rows(items: QuerySet[CatalogItem]) -> Iterator[dict[str, Any]]:
-    fields = ("inventory_id", "title", "kind", "parent__inventory_id", "vionlabs_id", "metadata")
-    fields += ("created_at", "updated_at")
+    fields = ["inventory_id", "title", "kind", "parent__inventory_id", "vionlabs_id", "metadata"]
+    fields += ["created_at", "updated_at"]
     return _keyset(items.values(*fields), key="inventory_id")
 
 

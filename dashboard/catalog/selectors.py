@@ -7,7 +7,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet
@@ -25,6 +25,7 @@ from .models import (
     TaskStatus,
     UpstreamHealth,
 )
+from .querysets import ProductTaskQuerySet
 from .stuck import StuckThresholds, compute_thresholds, stuck_filter, stuck_tasks
 from .templatetags.catalog_ui import NOT_REQUESTED
 
@@ -426,5 +427,6 @@ def filtered_tasks(form: TaskFilterForm, thresholds: StuckThresholds) -> QuerySe
     """The tasks the task page lists for a valid `form`, the stuck flag included (the page and the export)."""
     qs = form.filter_tasks(ProductTask.objects.all())
     if form.cleaned_data["stuck"]:
-        qs = qs.with_inflight_since().filter(stuck_filter(thresholds))
+        # filter_tasks keeps the queryset class; its signature only promises a QuerySet.
+        qs = cast(ProductTaskQuerySet, qs).with_inflight_since().filter(stuck_filter(thresholds))
     return qs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
@@ -35,7 +35,7 @@ def _stream(kind: str, fmt: str, rows: object) -> StreamingHttpResponse:
 
 @require_GET
 @viewer_required
-def item_export(request: HtmxHttpRequest, fmt: str) -> HttpResponse:
+def item_export(request: HtmxHttpRequest, fmt: str) -> HttpResponseBase:
     """The catalog page's items (its filter from the query string; sort and cursor ignored)."""
     if fmt not in CONTENT_TYPES:
         return HttpResponse("Unknown format: use csv or jsonl.", status=404)
@@ -48,7 +48,7 @@ def item_export(request: HtmxHttpRequest, fmt: str) -> HttpResponse:
 
 @require_GET
 @viewer_required
-def task_export(request: HtmxHttpRequest, fmt: str) -> HttpResponse:
+def task_export(request: HtmxHttpRequest, fmt: str) -> HttpResponseBase:
     """The task page's tasks, newest first (its filter from the query string, the stuck flag included)."""
     if fmt not in CONTENT_TYPES:
         return HttpResponse("Unknown format: use csv or jsonl.", status=404)
