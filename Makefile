@@ -45,7 +45,7 @@ test-slow: $(STAMP)
 smoke: $(STAMP)
 	$(PY) scripts/smoke.py
 
-# Benchmarks print numbers; they are not tests. Bigger runs: see the README.
+# Benchmarks print numbers; they are not tests. Bigger runs: see docs/scaling.md.
 bench: $(STAMP)
 	$(PY) -m dashboard.sandbox.bench
 	$(PY) scripts/bench_catalog_page.py --items 100000
