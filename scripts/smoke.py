@@ -302,7 +302,7 @@ def task_figures(conn: psycopg.Connection[Any]) -> dict[str, int]:
           (SELECT count(*) FROM catalog_producttask),
           (SELECT count(*) FROM catalog_producttask WHERE status = 'done'),
           (SELECT count(*) FROM catalog_producttask WHERE status = 'failed'),
-          (SELECT count(*) FROM catalog_producttask WHERE status NOT IN ('done', 'failed') AND sync_error <> ''
+          (SELECT count(*) FROM catalog_producttask WHERE status = '' AND sync_error <> ''
               AND action_in_progress = ''),
           (SELECT count(*) FROM catalog_catalogitem i WHERE (SELECT count(*) FROM catalog_producttask t
               WHERE t.item_id = i.id) <> 1),
@@ -325,7 +325,8 @@ def task_figures(conn: psycopg.Connection[Any]) -> dict[str, int]:
 
 
 def terminal(f: dict[str, int]) -> bool:
-    """Every item has its task, and each task is done, failed, or visibly failed to reach Vionlabs."""
+    """Every item has its task, and each task is done, failed, or visibly not created (no status, the error
+    shown on the task and the operation's page)."""
     return (
         f["active_operations"] == 0
         and f["not_one_task"] == 0
@@ -405,8 +406,11 @@ def main() -> int:
                 "0.2",
                 "--rate-limit-rate",
                 "0.1",
+                # Retry-After: 0. A 429 pauses every thread of the process for Retry-After seconds: at 1 s, the
+                # ~60 429s of a run would be a minute of waiting, over the 2-minute budget. The 429s are still
+                # answered, counted and retried.
                 "--retry-after",
-                "1",
+                "0",
                 "--pending-seconds",
                 "2",
                 "--processing-seconds",
