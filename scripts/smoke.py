@@ -495,7 +495,7 @@ def main() -> int:
                 f"  items                 {figures['items']}\n"
                 f"  time to terminal      {elapsed:.1f} s\n"
                 f"  tasks done / failed   {figures['done']} / {figures['failed']}"
-                f" (+{figures['sync_failed']} not created: Vionlabs unreachable after retries)\n"
+                f" (+{figures['sync_failed']} not created: their POST met a 503; shown as failed)\n"
                 f"  Vionlabs calls        {calls:.0f} (/metrics), {stats['requests']} at the sandbox\n"
                 f"  429s                  {limited:.0f} (/metrics), {stats['faults']['429']} injected\n"
                 f"  503s                  {errors:.0f} (/metrics), {stats['faults']['503']} injected\n"
