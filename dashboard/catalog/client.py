@@ -40,12 +40,18 @@ def interactive_calls() -> Iterator[None]:
         _interactive.reset(token)
 
 
-def get_client() -> VionlabsClient:
-    """Return the process-wide client for the current VIONLABS_* settings (created on first use)."""
+def get_client(*, max_timeout: float | None = None) -> VionlabsClient:
+    """Return the process-wide client for the current VIONLABS_* settings (created on first use).
+
+    `max_timeout` caps VIONLABS_TIMEOUT for callers with a shorter deadline (a result fetched while a person
+    waits on a page)."""
+    timeout = float(settings.VIONLABS_TIMEOUT)
+    if max_timeout is not None:
+        timeout = min(timeout, max_timeout)
     key = (
         str(settings.VIONLABS_API_URL),
         str(settings.VIONLABS_API_KEY),
-        float(settings.VIONLABS_TIMEOUT),
+        timeout,
         int(settings.VIONLABS_MAX_RETRIES),
         _interactive.get(),
     )

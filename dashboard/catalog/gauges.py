@@ -3,7 +3,7 @@
 Each function is one bounded read; `dashboard.metrics.StateCollector` turns them into Prometheus gauges. The
 per-status reads use `ORDER BY … LIMIT 1` on the (status, <time>) indexes of ProductTask, so their cost does not
 grow with the table; the queue counts use django-tasks-db's partial index on READY jobs and ours on RUNNING ones
-(migration `0010_running_jobs_index`).
+(migration `0011_running_jobs_index`).
 """
 
 from __future__ import annotations

@@ -101,6 +101,7 @@ def item_children(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "depth": min(int(depth), 3) if depth.isdigit() else 0,
         "truncated": len(children) > CHILDREN_LIMIT,
         "products": products,
+        "results_by_item": selectors.results_available(children[:CHILDREN_LIMIT]),
     }
     return render(request, "catalog/item_list.html#item-children", ctx)
 

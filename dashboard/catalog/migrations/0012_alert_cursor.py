@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('catalog', '0010_running_jobs_index'),
+        ('catalog', '0011_running_jobs_index'),
     ]
 
     operations = [

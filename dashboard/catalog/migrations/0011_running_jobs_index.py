@@ -26,7 +26,7 @@ def drop_index(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("catalog", "0009_rename_tasks_module_to_jobs"),
+        ("catalog", "0010_task_result"),
         ("django_tasks_database", "0021_conditional_partial_index_ordering"),
     ]
 
