@@ -8,11 +8,14 @@ trigger sees every row change in the changing transaction, whoever makes it.
 PostgreSQL: statement-level triggers with transition tables, so a bulk insert of a million tasks adds a
 handful of aggregated rows, not a million. SQLite: row-level triggers (one writer at a time).
 
-Kinds: a task is counted under its item's kind. A task trigger locks its items FOR SHARE, which conflicts with
-any UPDATE of the item, so a kind change and a concurrent task change on the same item are serialised: the
-later one sees the earlier one's result (FOR KEY SHARE would not do: it does not wait for a non-key update and
-would read the old kind). Deleting an item subtracts the
-tasks it still has; a task whose item is already gone adds nothing (either deletion order is exact).
+Kinds: a task is counted under its item's kind. A task trigger reads the kind without locking the item: a
+lock there would make every status change wait on (and, with the scheduler's claim, which locks items and then
+updates their tasks, deadlock against) any item lock. The rare kind change does the serialising instead: its
+trigger locks the item FOR UPDATE (so a task insert, whose trigger takes FOR KEY SHARE on its item as the
+deferred foreign-key check would only at COMMIT, waits for it or is waited for) and the item's tasks FOR UPDATE (so a status change in flight commits first), and only then
+reads the tasks it moves to the new kind. Either order ends with every task counted once, under the kind its
+item has. Deleting an item subtracts the tasks it still has; a task whose item is already gone adds nothing
+(either deletion order is exact).
 """
 
 from django.db import migrations, models
@@ -26,15 +29,18 @@ RECOUNT = [
     "INSERT INTO catalog_itemcount (kind, n) SELECT kind, COUNT(*) FROM catalog_catalogitem GROUP BY kind",
 ]
 
-# Items of a transition table, locked so that a concurrent change of their kind is seen (see above).
-_LOCKED_ITEMS = "(SELECT id, kind FROM catalog_catalogitem WHERE id IN (SELECT item_id FROM {rows}) FOR SHARE)"
+# Items of a transition table, with their kinds (read without a lock: see above).
+_ITEMS_OF = "(SELECT id, kind FROM catalog_catalogitem WHERE id IN (SELECT item_id FROM {rows}))"
 
 POSTGRES_FORWARD = f"""
 CREATE FUNCTION catalog_count_task_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- The foreign-key check is deferred to COMMIT: take its lock now, so that a kind change of these items
+    -- waits for this transaction, or this reads the kind it set (see the module docstring).
+    PERFORM 1 FROM catalog_catalogitem WHERE id IN (SELECT item_id FROM new_rows) FOR KEY SHARE;
     INSERT INTO catalog_taskcount (product, version, status, kind, n)
     SELECT t.product, t.version, t.status, i.kind, COUNT(*)
-    FROM new_rows t JOIN {_LOCKED_ITEMS.format(rows="new_rows")} i ON i.id = t.item_id
+    FROM new_rows t JOIN {_ITEMS_OF.format(rows="new_rows")} i ON i.id = t.item_id
     GROUP BY t.product, t.version, t.status, i.kind;
     RETURN NULL;
 END $$;
@@ -43,13 +49,17 @@ CREATE FUNCTION catalog_count_task_delete() RETURNS trigger LANGUAGE plpgsql AS 
 BEGIN
     INSERT INTO catalog_taskcount (product, version, status, kind, n)
     SELECT t.product, t.version, t.status, i.kind, -COUNT(*)
-    FROM old_rows t JOIN {_LOCKED_ITEMS.format(rows="old_rows")} i ON i.id = t.item_id
+    FROM old_rows t JOIN {_ITEMS_OF.format(rows="old_rows")} i ON i.id = t.item_id
     GROUP BY t.product, t.version, t.status, i.kind;
     RETURN NULL;
 END $$;
 
 CREATE FUNCTION catalog_count_task_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- A task moved to another item is an insert there: lock as the insert trigger does.
+    PERFORM 1 FROM catalog_catalogitem
+    WHERE id IN (SELECT n.item_id FROM old_rows o JOIN new_rows n ON n.id = o.id WHERE n.item_id <> o.item_id)
+    FOR KEY SHARE;
     WITH changed AS (
         SELECT o.item_id AS old_item, o.product AS old_product, o.version AS old_version,
                o.status AS old_status, n.item_id AS new_item, n.product AS new_product,
@@ -65,7 +75,7 @@ BEGIN
     )
     INSERT INTO catalog_taskcount (product, version, status, kind, n)
     SELECT d.product, d.version, d.status, i.kind, SUM(d.n)
-    FROM delta d JOIN {_LOCKED_ITEMS.format(rows="delta")} i ON i.id = d.item_id
+    FROM delta d JOIN {_ITEMS_OF.format(rows="delta")} i ON i.id = d.item_id
     GROUP BY d.product, d.version, d.status, i.kind
     HAVING SUM(d.n) <> 0;
     RETURN NULL;
@@ -98,8 +108,17 @@ BEGIN
     ) THEN
         RETURN NULL;
     END IF;
-    -- This UPDATE waited for every transaction holding a task trigger's FOR SHARE lock on these items, so
-    -- the tasks read below include their changes (counted under the old kind, moved here).
+    -- Serialise with task changes on these items (see the module docstring): a task insert waits on the item
+    -- lock (or this waits for it), a status change in flight holds its row, which this waits for. The counts
+    -- below are read by a later statement, so they see what those transactions committed.
+    PERFORM 1 FROM catalog_catalogitem
+    WHERE id IN (SELECT o.id FROM old_rows o JOIN new_rows n ON n.id = o.id WHERE o.kind IS DISTINCT FROM n.kind)
+    FOR UPDATE;
+    PERFORM 1 FROM catalog_producttask
+    WHERE item_id IN (
+        SELECT o.id FROM old_rows o JOIN new_rows n ON n.id = o.id WHERE o.kind IS DISTINCT FROM n.kind
+    )
+    FOR UPDATE;
     WITH changed AS (
         SELECT o.id, o.kind AS old_kind, n.kind AS new_kind
         FROM old_rows o JOIN new_rows n ON n.id = o.id WHERE o.kind IS DISTINCT FROM n.kind
