@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from dashboard.vionlabs.errors import VionlabsError
 
 from .. import services
-from ..forms import TaskCreateForm
+from ..forms import TaskCreateForm, parse_depth
 from ..models import CatalogItem, EventSource, ProductTask
 from ..permissions import operator_required
 from ..selectors import build_rows, enabled_settings, item_detail_context
@@ -119,7 +119,7 @@ def item_refresh(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             "products": products,
             "row_message": message,
             "message_ok": ok,
-            "depth": min(int(depth), 3) if (depth := request.POST.get("depth", "0")).isdigit() else 0,
+            "depth": parse_depth(request.POST.get("depth", "")),
         }
         return render(request, "catalog/item_list.html#item-row", ctx)
     return action_done(request, item=item, task=None, message=message, ok=ok)

@@ -22,7 +22,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .. import operations
-from ..forms import CatalogFilterForm, OperationChoicesForm, OperationConfirmForm
+from ..forms import (
+    CatalogFilterForm,
+    OperationChoicesForm,
+    OperationConfirmForm,
+    OperationRetryForm,
+    parse_id,
+)
 from ..models import (
     CatalogItem,
     Operation,
@@ -68,10 +74,10 @@ def _selection(data: QueryDict) -> tuple[QuerySet[CatalogItem], dict[str, Any]]:
         raise BadSelection(
             f"Too many items selected one by one ({len(raw_ids)}); use “all matching this filter” instead."
         )
-    try:
-        ids = sorted({int(raw) for raw in raw_ids})
-    except ValueError as error:
-        raise BadSelection("The selection holds something that is not an item id.") from error
+    parsed = {parse_id(raw) for raw in raw_ids}
+    if None in parsed:
+        raise BadSelection("The selection holds something that is not an item id.")
+    ids = sorted(pk for pk in parsed if pk is not None)
     return CatalogItem.objects.filter(pk__in=ids), {"selection": "items"}
 
 
@@ -238,9 +244,13 @@ def operation_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @operator_required
 def operation_retry_failures(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     operation = get_object_or_404(Operation, pk=pk)
+    form = OperationRetryForm(data=request.POST)
+    if not form.is_valid():
+        messages.error(request, f"The reason cannot be used: {form.errors['reason'][0]}")
+        return redirect("catalog:operation-detail", pk=pk)
     try:
         retry = operations.operation_retry_failures(
-            operation=operation, actor=request.user, reason=request.POST.get("reason", "")
+            operation=operation, actor=request.user, reason=form.cleaned_data["reason"]
         )
     except operations.OperationRefused as refused:
         messages.error(request, str(refused))

@@ -1,0 +1,278 @@
+"""Every parameter of every view, thrown a list of hostile values: the answer is a 4xx or the page without the
+bad parameter, never a 500 (issue 9, item 7). Runs on SQLite and PostgreSQL (which refuses NUL in text and
+integers beyond bigint, where SQLite does not)."""
+
+import base64
+import json
+import re
+from urllib.parse import quote
+
+import pytest
+import responses
+from django.test import Client
+
+from dashboard.catalog.models import Operation, OperationKind, OperationState
+from tests.factories import add_items, add_series
+
+
+def _cursor(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+#: Raw (already percent-encoded) values: what a browser, a script or an attacker can put in a query or a body.
+NASTY = [
+    "%00",
+    "a%00b",
+    "%ed%a0%80",  # a lone surrogate, as UTF-8-ish bytes
+    "%ff",
+    "%",
+    "%C2%B2",  # "²": isdigit() says yes, int() says no
+    "%D9%A3",  # an Arabic-Indic three: int() takes it, a database may not
+    "9" * 5000,
+    "-" + "9" * 5000,
+    "-1",
+    "1e9",
+    "1e999",
+    "nan",
+    "1,2,%C2%B2,4",
+    ",,,",
+    "x" * 20000,
+    "<script>",
+]
+#: Cursors of every wrong shape (plus a few that are not base64 JSON at all).
+BAD_CURSORS = [
+    _cursor([None, 1]),
+    _cursor(["abc", 1]),
+    _cursor([[1], 1]),
+    _cursor([{"a": 1}, 1]),
+    _cursor([1]),
+    _cursor([1, 2, 3]),
+    _cursor([]),
+    _cursor({"a": 1}),
+    _cursor("text"),
+    _cursor(1),
+    _cursor(["a", 10**30]),
+    _cursor([10**30, 1]),
+    _cursor(["a", -(10**30)]),
+    _cursor([1e308, 1]),
+    _cursor(["a", True]),
+    _cursor([True, 1]),
+    _cursor(["a\x00b", 1]),
+    _cursor(["\ud800", 1]),
+    _cursor(["x" * 1500, 1]),
+    _cursor([1.5, 1]),
+    _cursor(["2024-01-01", 1]),
+    "!!!not-base64!!!",
+    base64.urlsafe_b64encode(b"not json").decode(),
+    base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+    base64.urlsafe_b64encode(b"[" * 5000).decode(),
+]
+CURSOR_VALUES = NASTY + BAD_CURSORS
+
+CATALOG_PARAMS = ["q", "product", "status", "version", "kind", "missing", "failures", "sort"]
+TASK_PARAMS = ["status", "product", "version", "priority", "age", "error", "stuck"]
+CURSOR_PARAMS = ["after", "before"]
+HUGE_PK = "9" * 5000
+BIG_PK = str(2**63)  # one past PostgreSQL's bigint
+
+
+@pytest.fixture
+def world(products, operator):
+    items, tasks = add_items(4)
+    series = add_series(seasons=1, episodes=2)
+    operation = Operation.objects.create(
+        kind=OperationKind.REFRESH,
+        params={"product": "adbreaks", "version": "1.0.1", "priority": "low"},
+        reason="test",
+        state=OperationState.FAILED,
+        created_by=operator,
+        total=1,
+    )
+    return {"item": items[0], "task": tasks[2], "series": series, "operation": operation}
+
+
+@pytest.fixture
+def vionlabs(settings):
+    """Vionlabs answers every call with a pending task (the actions' answers do not matter here)."""
+    settings.VIONLABS_API_URL = "http://vionlabs.test"
+    settings.VIONLABS_API_KEY = "fuzz-key"
+    settings.VIONLABS_MAX_RETRIES = 0
+    body = {"status": "pending", "error": None, "_links": {}}
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        for method in ("GET", "POST", "DELETE"):
+            mock.add(method, re.compile(r"http://vionlabs\.test/.*"), json=body)
+        yield mock
+
+
+def _probe(client: Client, method: str, path: str, query: str, headers: dict[str, str]) -> str | None:
+    """None if the answer is fine, else what went wrong."""
+    try:
+        if method == "GET":
+            response = client.get(f"{path}?{query}", headers=headers)
+        else:
+            response = client.post(
+                path, data=query, content_type="application/x-www-form-urlencoded", headers=headers
+            )
+    except Exception as error:
+        return f"{type(error).__name__}: {str(error)[:120]}"
+    if response.status_code >= 500:
+        return f"HTTP {response.status_code}"
+    return None
+
+
+def _failures(client, method, path, params, values, *, base="", headers=None):
+    failures = []
+    for name in params:
+        for value in values:
+            query = f"{base}&{name}={value}" if base else f"{name}={value}"
+            problem = _probe(client, method, path, query, headers or {})
+            if problem:
+                failures.append(f"{method} {path} {name}={value[:40]!r}: {problem}")
+    return failures
+
+
+def _views(world):
+    """(method, path, params, values, fixed query, headers) for every view that reads parameters."""
+    item, task, series, op = world["item"], world["task"], world["series"], world["operation"]
+    htmx = {"HX-Request": "true"}
+    preview = "kind=refresh&product=adbreaks&version=1.0.1&priority=low&items=" + str(item.pk)
+    confirm = preview + "&reason=why&expected_count=1&max_item_id=" + str(item.pk)
+    return [
+        ("GET", "/", ["x"], NASTY, "", {}),
+        ("GET", "/items/", CATALOG_PARAMS, NASTY, "", {}),
+        ("GET", "/items/", CURSOR_PARAMS, CURSOR_VALUES, "", {}),
+        ("GET", "/items/", CURSOR_PARAMS, CURSOR_VALUES, "sort=title", {}),
+        ("GET", "/items/", ["q"], NASTY, "", {**htmx, "HX-Target": "item-results"}),
+        (
+            "GET",
+            f"/items/{item.pk}/",
+            ["product"],
+            NASTY,
+            "",
+            {**htmx, "HX-Target": f"create-form-{item.pk}"},
+        ),
+        ("GET", f"/items/{series.pk}/children/", ["depth"], NASTY, "", {}),
+        ("GET", "/tasks/", TASK_PARAMS, NASTY, "", {}),
+        ("GET", "/tasks/", CURSOR_PARAMS, CURSOR_VALUES, "", {}),
+        ("GET", "/poll/", ["since", "items", "tasks", "rows"], NASTY, "", {}),
+        ("GET", "/operations/", ["page"], NASTY, "", {}),
+        ("GET", f"/operations/{op.pk}/", ["x"], NASTY, "", {}),
+        ("GET", f"/operations/{op.pk}/progress/", ["x"], NASTY, "", {}),
+        ("POST", f"/items/{item.pk}/tasks/", ["product", "version", "priority"], NASTY, "", htmx),
+        ("POST", f"/items/{item.pk}/refresh/", ["fragment", "depth"], NASTY, "fragment=item-row", htmx),
+        ("POST", f"/tasks/{task.pk}/refresh/", ["fragment"], NASTY, "", htmx),
+        ("POST", f"/tasks/{task.pk}/retry/", ["fragment"], NASTY, "", htmx),
+        ("POST", f"/tasks/{task.pk}/deactivate/", ["fragment"], NASTY, "", htmx),
+        ("POST", "/operations/preview/", ["kind", "product", "version", "priority", "items"], NASTY, "", {}),
+        ("POST", "/operations/preview/", ["filter"], NASTY, "", {}),
+        ("POST", "/operations/preview/", ["reason"], NASTY, preview, {}),
+        ("POST", "/operations/", ["kind", "product", "version", "priority", "items"], NASTY, "", {}),
+        ("POST", "/operations/", ["reason", "expected_count", "max_item_id", "version"], NASTY, confirm, {}),
+        ("POST", "/operations/", ["filter"], [quote(f"q={v}") for v in NASTY], confirm, {}),
+        ("POST", f"/operations/{op.pk}/retry-failures/", ["reason"], NASTY, "", {}),
+        ("POST", f"/operations/{op.pk}/cancel/", ["x"], NASTY, "", {}),
+        ("GET", "/admin/catalog/catalogitem/", ["q", "p", "o", "kind__exact", "parent"], NASTY, "", {}),
+        ("GET", "/admin/catalog/producttask/", ["q", "p", "o", "status"], NASTY, "", {}),
+        ("GET", "/admin/catalog/operation/", ["q", "p"], NASTY, "", {}),
+    ]
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator"])
+def test_no_parameter_of_any_view_gives_a_500(client, world, vionlabs, role, request, operator):
+    user = request.getfixturevalue(role)
+    if role == "operator":
+        user.is_staff = True
+        user.is_superuser = True  # reaches the admin's views too
+        user.save()
+    client.force_login(user)
+    client.raise_request_exception = True
+    failures = []
+    for method, path, params, values, base, headers in _views(world):
+        failures += _failures(client, method, path, params, values, base=base, headers=headers)
+    assert not failures, f"{len(failures)} answers were 500s:\n" + "\n".join(failures[:60])
+
+
+@pytest.mark.parametrize("pk", [HUGE_PK, BIG_PK, "0"])
+def test_huge_ids_in_paths_give_404_never_500(client, world, vionlabs, operator, pk):
+    operator.is_staff = operator.is_superuser = True
+    operator.save()
+    client.force_login(operator)
+    gets = [
+        f"/items/{pk}/",
+        f"/items/{pk}/children/",
+        f"/operations/{pk}/",
+        f"/operations/{pk}/progress/",
+        f"/admin/catalog/catalogitem/{pk}/change/",
+        f"/admin/catalog/producttask/{pk}/change/",
+        f"/admin/catalog/operation/{pk}/change/",
+    ]
+    posts = [
+        f"/items/{pk}/tasks/",
+        f"/items/{pk}/refresh/",
+        f"/tasks/{pk}/refresh/",
+        f"/tasks/{pk}/deactivate/",
+        f"/tasks/{pk}/retry/",
+        f"/operations/{pk}/cancel/",
+        f"/operations/{pk}/retry-failures/",
+    ]
+    failures = [f"GET {p}: {e}" for p in gets if (e := _probe(client, "GET", p, "", {}))]
+    failures += [f"POST {p}: {e}" for p in posts if (e := _probe(client, "POST", p, "", {}))]
+    for path in gets:
+        assert client.get(path).status_code in (302, 404), path
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "sort=title&after=" + _cursor([None, 1]),
+        "after=" + _cursor(["abc", 1]),
+        "before=" + _cursor([[1], 1]),
+    ],
+)
+def test_the_reported_bad_cursors_show_the_list_without_them(viewer_client, world, query):
+    path = "/items/" if query.startswith("sort") else "/tasks/"
+    response = viewer_client.get(f"{path}?{query}")
+    assert response.status_code == 200
+    assert "This page link is damaged" in response.content.decode()
+
+
+@pytest.mark.parametrize("param", ["items", "tasks"])
+def test_a_superscript_digit_in_a_poll_is_ignored(viewer_client, world, param):
+    response = viewer_client.get(f"/poll/?{param}=%C2%B2,{world['item'].pk}")
+    assert response.status_code == 200
+
+
+def test_a_superscript_depth_is_depth_zero(viewer_client, world):
+    response = viewer_client.get(f"/items/{world['series'].pk}/children/?depth=%C2%B2")
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "field", ["inventory_id", "product", "version", "timestamp", "type"], ids=lambda f: f"field={f}"
+)
+@pytest.mark.parametrize(
+    "bad", ["a\x00b", "\ud800", "a\udfffb"], ids=["nul", "high-surrogate", "low-surrogate"]
+)
+def test_webhook_fields_with_nul_or_a_lone_surrogate_are_refused_or_stored_never_500(
+    client, settings, world, field, bad
+):
+    settings.VIONLABS_WEBHOOK_SECRET = "hook-secret"
+    payload = {
+        "inventory_id": world["item"].inventory_id,
+        "product": "adbreaks",
+        "version": "1.0.1",
+        "timestamp": "2026-01-01T00:00:00Z",
+        "type": "task.done",
+        field: bad,
+    }
+    # json.dumps escapes the surrogate as \ud800, exactly as a hostile sender would write it.
+    body = json.dumps(payload)
+    client.raise_request_exception = True
+    response = client.post(
+        "/webhooks/vionlabs/",
+        data=body,
+        content_type="application/json",
+        headers={"x-api-key": "hook-secret"},
+    )
+    assert response.status_code in (202, 400)
