@@ -284,7 +284,7 @@ class OperationChoicesForm(forms.Form):
     def choices(self) -> dict[str, str]:
         """The four choices, defaults filled in; call after `is_valid()`."""
         product, version, priority = self._text("product"), self._text("version"), self._text("priority")
-        if product and (not version or not priority):
+        if product in ProductChoices.values and (not version or not priority):
             setting = ProductSetting.objects.filter(product=product).first()
             if setting is not None:
                 version = version or setting.default_version

@@ -33,7 +33,7 @@ from dashboard.vionlabs.errors import (
 )
 from dashboard.vionlabs.redaction import redact
 
-from .client import get_client
+from .client import get_client, keep_for_settling
 from .models import (
     UPSTREAM_NAME,
     CatalogItem,
@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 #: A create/deactivate marker older than this belongs to a process that died mid-call: it no longer blocks.
 ABANDONED_AFTER = dt.timedelta(minutes=5)
+#: Within a request's time budget, the share a create or deactivate may spend before its settling read.
+SEND_SHARE = 0.6
 #: How stale `UpstreamHealth.last_success_at` may get while Vionlabs keeps answering.
 SUCCESS_WRITE_INTERVAL = dt.timedelta(seconds=1)
 
@@ -518,7 +520,8 @@ def _send_mutation(
     observed_at = timezone.now()
     try:
         ensure_no_transaction()
-        state = send()
+        with keep_for_settling(SEND_SHARE):
+            state = send()
     except VionlabsUnavailable as error:
         if error.outcome_unknown:
             return reconcile(error)
