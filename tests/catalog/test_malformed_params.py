@@ -39,6 +39,9 @@ NASTY = [
     "x" * 20000,
     "<script>",
 ]
+#: For free-text and choice parameters, whose parsing is Django's own fields: the values a database or an
+#: encoding can trip on. Number-like parameters get all of NASTY.
+TEXT = ["%00", "a%00b", "%ed%a0%80", "%ff", "%", "x" * 20000, "9" * 5000, "%C2%B2", "<script>"]
 #: Cursors of every wrong shape (plus a few that are not base64 JSON at all).
 BAD_CURSORS = [
     _cursor([None, 1]),
@@ -67,7 +70,10 @@ BAD_CURSORS = [
     base64.urlsafe_b64encode(b"\xff\xfe").decode(),
     base64.urlsafe_b64encode(b"[" * 5000).decode(),
 ]
-CURSOR_VALUES = NASTY + BAD_CURSORS
+CURSOR_VALUES = TEXT + BAD_CURSORS
+#: A viewer runs the same parsing code (the permission check comes first, then the same forms), so the viewer
+#: pass throws the sharpest values only and keeps the suite quick.
+SHARPEST = {"%00", "%ed%a0%80", "%ff", "%C2%B2", "9" * 5000, BAD_CURSORS[0], BAD_CURSORS[1], BAD_CURSORS[2]}
 
 CATALOG_PARAMS = ["q", "product", "status", "version", "kind", "missing", "failures", "sort"]
 TASK_PARAMS = ["status", "product", "version", "priority", "age", "error", "stuck"]
@@ -135,45 +141,46 @@ def _views(world):
     """(method, path, params, values, fixed query, headers) for every view that reads parameters."""
     item, task, series, op = world["item"], world["task"], world["series"], world["operation"]
     htmx = {"HX-Request": "true"}
+    form_target = {**htmx, "HX-Target": f"create-form-{item.pk}"}
     preview = "kind=refresh&product=adbreaks&version=1.0.1&priority=low&items=" + str(item.pk)
     confirm = preview + "&reason=why&expected_count=1&max_item_id=" + str(item.pk)
+    choices = ["kind", "product", "version", "priority"]
+    admin = "/admin/catalog/"
     return [
-        ("GET", "/", ["x"], NASTY, "", {}),
-        ("GET", "/items/", CATALOG_PARAMS, NASTY, "", {}),
+        ("GET", "/", ["x"], TEXT, "", {}),
+        ("GET", "/items/", CATALOG_PARAMS, TEXT, "", {}),
         ("GET", "/items/", CURSOR_PARAMS, CURSOR_VALUES, "", {}),
         ("GET", "/items/", CURSOR_PARAMS, CURSOR_VALUES, "sort=title", {}),
-        ("GET", "/items/", ["q"], NASTY, "", {**htmx, "HX-Target": "item-results"}),
-        (
-            "GET",
-            f"/items/{item.pk}/",
-            ["product"],
-            NASTY,
-            "",
-            {**htmx, "HX-Target": f"create-form-{item.pk}"},
-        ),
+        ("GET", "/items/", ["q"], TEXT, "", {**htmx, "HX-Target": "item-results"}),
+        ("GET", f"/items/{item.pk}/", ["product"], TEXT, "", form_target),
         ("GET", f"/items/{series.pk}/children/", ["depth"], NASTY, "", {}),
-        ("GET", "/tasks/", TASK_PARAMS, NASTY, "", {}),
+        ("GET", "/tasks/", TASK_PARAMS, TEXT, "", {}),
         ("GET", "/tasks/", CURSOR_PARAMS, CURSOR_VALUES, "", {}),
         ("GET", "/poll/", ["since", "items", "tasks", "rows"], NASTY, "", {}),
         ("GET", "/operations/", ["page"], NASTY, "", {}),
-        ("GET", f"/operations/{op.pk}/", ["x"], NASTY, "", {}),
-        ("GET", f"/operations/{op.pk}/progress/", ["x"], NASTY, "", {}),
-        ("POST", f"/items/{item.pk}/tasks/", ["product", "version", "priority"], NASTY, "", htmx),
-        ("POST", f"/items/{item.pk}/refresh/", ["fragment", "depth"], NASTY, "fragment=item-row", htmx),
-        ("POST", f"/tasks/{task.pk}/refresh/", ["fragment"], NASTY, "", htmx),
-        ("POST", f"/tasks/{task.pk}/retry/", ["fragment"], NASTY, "", htmx),
-        ("POST", f"/tasks/{task.pk}/deactivate/", ["fragment"], NASTY, "", htmx),
-        ("POST", "/operations/preview/", ["kind", "product", "version", "priority", "items"], NASTY, "", {}),
-        ("POST", "/operations/preview/", ["filter"], NASTY, "", {}),
-        ("POST", "/operations/preview/", ["reason"], NASTY, preview, {}),
-        ("POST", "/operations/", ["kind", "product", "version", "priority", "items"], NASTY, "", {}),
-        ("POST", "/operations/", ["reason", "expected_count", "max_item_id", "version"], NASTY, confirm, {}),
-        ("POST", "/operations/", ["filter"], [quote(f"q={v}") for v in NASTY], confirm, {}),
-        ("POST", f"/operations/{op.pk}/retry-failures/", ["reason"], NASTY, "", {}),
-        ("POST", f"/operations/{op.pk}/cancel/", ["x"], NASTY, "", {}),
-        ("GET", "/admin/catalog/catalogitem/", ["q", "p", "o", "kind__exact", "parent"], NASTY, "", {}),
-        ("GET", "/admin/catalog/producttask/", ["q", "p", "o", "status"], NASTY, "", {}),
-        ("GET", "/admin/catalog/operation/", ["q", "p"], NASTY, "", {}),
+        ("GET", f"/operations/{op.pk}/", ["x"], TEXT, "", {}),
+        ("GET", f"/operations/{op.pk}/progress/", ["x"], TEXT, "", {}),
+        ("POST", f"/items/{item.pk}/tasks/", ["product", "version", "priority"], TEXT, "", htmx),
+        ("POST", f"/items/{item.pk}/refresh/", ["fragment"], TEXT, "fragment=item-row", htmx),
+        ("POST", f"/items/{item.pk}/refresh/", ["depth"], NASTY, "fragment=item-row", htmx),
+        ("POST", f"/tasks/{task.pk}/refresh/", ["fragment"], TEXT, "", htmx),
+        ("POST", f"/tasks/{task.pk}/retry/", ["fragment"], TEXT, "", htmx),
+        ("POST", f"/tasks/{task.pk}/deactivate/", ["fragment"], TEXT, "", htmx),
+        ("POST", "/operations/preview/", choices, TEXT, "", {}),
+        ("POST", "/operations/preview/", ["items"], NASTY, "", {}),
+        ("POST", "/operations/preview/", ["filter"], TEXT, "", {}),
+        ("POST", "/operations/preview/", ["reason"], TEXT, preview, {}),
+        ("POST", "/operations/", choices, TEXT, "", {}),
+        ("POST", "/operations/", ["items", "expected_count", "max_item_id"], NASTY, confirm, {}),
+        ("POST", "/operations/", ["reason", "version"], TEXT, confirm, {}),
+        ("POST", "/operations/", ["filter"], [quote(f"q={v}") for v in TEXT], confirm, {}),
+        ("POST", f"/operations/{op.pk}/retry-failures/", ["reason"], TEXT, "", {}),
+        ("POST", f"/operations/{op.pk}/cancel/", ["x"], TEXT, "", {}),
+        ("GET", f"{admin}catalogitem/", ["q", "o", "kind__exact"], TEXT, "", {}),
+        ("GET", f"{admin}catalogitem/", ["p", "parent"], NASTY, "", {}),
+        ("GET", f"{admin}producttask/", ["q", "o", "status"], TEXT, "", {}),
+        ("GET", f"{admin}producttask/", ["p"], NASTY, "", {}),
+        ("GET", f"{admin}operation/", ["q", "p"], TEXT, "", {}),
     ]
 
 
@@ -188,6 +195,8 @@ def test_no_parameter_of_any_view_gives_a_500(client, world, vionlabs, role, req
     client.raise_request_exception = True
     failures = []
     for method, path, params, values, base, headers in _views(world):
+        if role == "viewer":
+            values = [value for value in values if value in SHARPEST]
         failures += _failures(client, method, path, params, values, base=base, headers=headers)
     assert not failures, f"{len(failures)} answers were 500s:\n" + "\n".join(failures[:60])
 

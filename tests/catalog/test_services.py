@@ -165,7 +165,8 @@ def test_create_over_an_abandoned_create_reads_first_and_records_a_found_task_wi
     assert task.status == found
     assert (task.action_in_progress, task.action_started_at) == ("", None)
     event = TaskEvent.objects.filter(task=task).latest("pk")
-    assert "interrupted" in event.note and "nothing was sent again" in event.note
+    assert "interrupted" in event.note
+    assert "nothing was sent again" in event.note
 
 
 def test_create_over_an_abandoned_create_posts_only_after_a_404(mocked, item):
