@@ -40,7 +40,7 @@ test-fast: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest --run-slow -m slow $(PYTEST_ARGS)
 
-# Benchmarks print numbers; they are not tests. Bigger runs: see the README.
+# Benchmarks print numbers; they are not tests. Bigger runs: see docs/scaling.md.
 bench: $(STAMP)
 	$(PY) -m dashboard.sandbox.bench
 	$(PY) scripts/bench_catalog_page.py --items 100000

@@ -323,7 +323,8 @@ def main() -> None:
                 f"--port={SANDBOX_PORT}",
                 f"--key={API_KEY}",
             ],
-            server_env(args.database, f"http://{HOST}:{SANDBOX_PORT}"),
+            # The sandbox app is installed for its own process only, as `make prod` does.
+            {**server_env(args.database, f"http://{HOST}:{SANDBOX_PORT}"), "SANDBOX": "true"},
             log_dir / "sandbox.log",
         )
         wait_for(f"http://{HOST}:{SANDBOX_PORT}/_sandbox/stats?key={API_KEY}")

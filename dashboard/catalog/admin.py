@@ -13,7 +13,8 @@ from django.contrib import admin, messages
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.urls import path
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from dashboard.vionlabs.errors import VionlabsError
@@ -30,11 +31,15 @@ from .models import (
     ProductTask,
     SyncBudget,
     TaskEvent,
+    TaskResult,
     UpstreamHealth,
     WebhookDelivery,
 )
 from .permissions import OPERATE_PERMISSION
 from .views.operations import preview_for_items
+
+#: The fields of one stored `_links` entry, in the order the admin shows them.
+LINK_KEYS = ("method", "name", "href")
 
 #: Admin actions call Vionlabs once per row inside the web request; more than this belongs in a bulk
 #: operation (a background job with progress), not in one request that may time out half way.
@@ -268,7 +273,7 @@ class ProductTaskAdmin(OperateTasksMixin, admin.ModelAdmin):
         "priority",
         "status",
         "error",
-        "links",
+        "links_display",
         "requested_by",
         "requested_at",
         "last_checked_at",
@@ -302,6 +307,25 @@ class ProductTaskAdmin(OperateTasksMixin, admin.ModelAdmin):
     @admin.display(description="sync error")
     def sync_error_short(self, task: ProductTask) -> str:
         return _short(task.sync_error, 60)
+
+    @admin.display(description="links")
+    def links_display(self, task: ProductTask) -> str:
+        """Vionlabs' `_links` as text; the `results` link opens the dashboard's result view (the Vionlabs URL
+        needs the API key, which nobody here may see)."""
+        rows = []
+        for link in task.links if isinstance(task.links, list) else []:
+            if not isinstance(link, dict):
+                continue
+            if str(link.get("name", "")).lower() == "results":
+                href = reverse("catalog:task-result", args=[task.pk])
+                rows.append(format_html('<li>{} <a href="{}">results</a></li>', link.get("method", ""), href))
+            else:
+                rows.append(
+                    format_html("<li>{} {} <code>{}</code></li>", *(link.get(k, "") for k in LINK_KEYS))
+                )
+        return (
+            format_html("<ul>{}</ul>", format_html_join("", "{}", ((row,) for row in rows))) if rows else "—"
+        )
 
     @admin.action(description="Refresh from Vionlabs", permissions=["operate_tasks"])
     def refresh_tasks(self, request: HttpRequest, queryset: QuerySet[ProductTask]) -> None:
@@ -434,3 +458,13 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 @admin.register(SyncBudget)
 class SyncBudgetAdmin(ReadOnlyAdmin):
     list_display = ["name", "window_start", "used"]
+
+
+@admin.register(TaskResult)
+class TaskResultAdmin(ReadOnlyAdmin):
+    """The saved copies of results (key redacted): to see what Vionlabs answered, and when."""
+
+    list_display = ["task", "params", "fetched_at"]
+    list_select_related = ["task__item"]
+    search_fields = ["task__item__inventory_id"]
+    list_filter = ["task__product"]

@@ -71,19 +71,25 @@ def keep_for_settling(share: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
-def get_client() -> VionlabsClient:
+def get_client(*, max_timeout: float | None = None) -> VionlabsClient:
     """Return the process-wide client for the current VIONLABS_* settings (created on first use), bounded by
-    the current time budget if there is one."""
-    client = _shared_client()
+    the current time budget if there is one.
+
+    `max_timeout` caps VIONLABS_TIMEOUT for callers with a shorter deadline (a result fetched while a person
+    waits on a page)."""
+    client = _shared_client(max_timeout)
     deadline = _deadline.get()
     return client if deadline is None else client.until(deadline)
 
 
-def _shared_client() -> VionlabsClient:
+def _shared_client(max_timeout: float | None) -> VionlabsClient:
+    timeout = float(settings.VIONLABS_TIMEOUT)
+    if max_timeout is not None:
+        timeout = min(timeout, max_timeout)
     key = (
         str(settings.VIONLABS_API_URL),
         str(settings.VIONLABS_API_KEY),
-        float(settings.VIONLABS_TIMEOUT),
+        timeout,
         int(settings.VIONLABS_MAX_RETRIES),
         _interactive.get(),
     )

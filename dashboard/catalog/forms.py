@@ -22,6 +22,7 @@ from .models import (
     TaskStatus,
 )
 from .pagination import MAX_ID, decode_cursor
+from .results import ResultParams
 from .validators import INVENTORY_ID_MAX_LENGTH, VERSION_MAX_LENGTH, validate_storable_text
 
 #: The status filter's value for tasks Vionlabs has not answered for yet (stored as an empty status).
@@ -376,3 +377,37 @@ class WebhookPayloadForm(forms.Form):
             if name in self.errors:
                 return self.errors[name][0]
         return ""
+
+
+#: Largest minute value the result parameters accept (ten hours: longer than any asset).
+RESULT_PARAM_MAX_MINUTES = 600
+
+
+class ResultParamsForm(forms.Form):
+    """The separation and skip minutes of an ad-break result; each optional (empty: Vionlabs' default)."""
+
+    minimum_separation = forms.FloatField(
+        required=False, min_value=0, max_value=RESULT_PARAM_MAX_MINUTES, label="Min. separation (min)"
+    )
+    maximum_separation = forms.FloatField(
+        required=False, min_value=0, max_value=RESULT_PARAM_MAX_MINUTES, label="Max. separation (min)"
+    )
+    skip_first = forms.FloatField(
+        required=False, min_value=0, max_value=RESULT_PARAM_MAX_MINUTES, label="Skip first (min)"
+    )
+    skip_last = forms.FloatField(
+        required=False, min_value=0, max_value=RESULT_PARAM_MAX_MINUTES, label="Skip last (min)"
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        low, high = cleaned.get("minimum_separation"), cleaned.get("maximum_separation")
+        if low is not None and high is not None and low > high:
+            self.add_error("maximum_separation", "Must not be less than the minimum separation.")
+        return cleaned
+
+    def params(self) -> ResultParams:
+        """The valid parameters (call after is_valid(); an unbound form gives Vionlabs' defaults)."""
+        if not self.is_bound:
+            return ResultParams()
+        return ResultParams.from_dict(self.cleaned_data)

@@ -5,7 +5,7 @@ behave the same. The file is read as a stream and written in batches, each in it
 stays flat however long the file is, and a bad row is reported (line number and reason) without stopping the
 import or touching the good rows around it.
 
-Rules (also in the README):
+Rules (also in docs/catalog.md):
 - Columns `inventory_id`, `title`, `kind` (blank means standalone), `parent_id`; every other column goes into
   `metadata`, which a re-import replaces as a whole. `vionlabs_id` is never touched by a file import.
 - A duplicate inventory id within one file: the first row wins; later ones are reported as bad rows.

@@ -461,3 +461,24 @@ class SyncBudget(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.used} since {self.window_start}"
+
+
+class TaskResult(models.Model):
+    """The last answer of a done task's Results API for one set of parameters: a cache the item page reads
+    before it asks Vionlabs again, kept as the JSON that came (API key redacted) so it can be inspected."""
+
+    task = models.ForeignKey(ProductTask, on_delete=models.CASCADE, related_name="results")
+    # SHA-256 of the parameters as canonical JSON (`params`): one row per task and parameter set.
+    params_key = models.CharField(max_length=64)
+    params = models.JSONField(default=dict, blank=True)
+    fetched_at = models.DateTimeField()
+    data = models.JSONField(help_text="The answer as received, with the API key redacted.")
+
+    class Meta:
+        ordering = ["-fetched_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "params_key"], name="task_result_unique_params"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} · {self.params or 'defaults'} @ {self.fetched_at:%Y-%m-%d %H:%M}"

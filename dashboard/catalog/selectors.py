@@ -18,6 +18,7 @@ from .models import (
     UPSTREAM_NAME,
     CatalogItem,
     ItemKind,
+    ProductChoices,
     ProductSetting,
     ProductTask,
     TaskEvent,
@@ -388,4 +389,31 @@ def item_detail_context(
         **poll_context(
             tasks=[t.pk for t in tasks], rows="item", active=any(task_is_active(t) for t in tasks)
         ),
+    }
+
+
+# --- results available (catalog rows of episodes) -------------------------------------------------------
+
+#: The products whose results an episode row says exist: what is checked before a release.
+RESULT_SUMMARY_PRODUCTS = (ProductChoices.ADBREAKS, ProductChoices.MARKERS)
+
+
+def results_available(items: Iterable[CatalogItem]) -> dict[int, list[tuple[str, str, bool]]]:
+    """Per item that carries video (not a series or season): (product, label, has a result) for each of
+    RESULT_SUMMARY_PRODUCTS. A result exists when a task of that product is done (any version): one query,
+    and no result is fetched."""
+    ids = [item.pk for item in items if item.kind not in CONTAINER_KINDS]
+    if not ids:
+        return {}
+    done = set(
+        ProductTask.objects.filter(
+            item_id__in=ids, product__in=RESULT_SUMMARY_PRODUCTS, status=TaskStatus.DONE
+        )
+        .values_list("item_id", "product")
+        .distinct()
+        .order_by()
+    )
+    return {
+        pk: [(str(p.value), str(p.label).lower(), (pk, p.value) in done) for p in RESULT_SUMMARY_PRODUCTS]
+        for pk in ids
     }

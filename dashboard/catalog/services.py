@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
@@ -24,7 +25,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from dashboard.vionlabs import ItemTask, Link, TaskState
+from dashboard.vionlabs import ItemTask, JsonValue, Link, TaskState
 from dashboard.vionlabs.errors import (
     VionlabsError,
     VionlabsNotFound,
@@ -33,7 +34,7 @@ from dashboard.vionlabs.errors import (
 )
 from dashboard.vionlabs.redaction import redact
 
-from .client import get_client, keep_for_settling
+from .client import get_client, interactive_calls, keep_for_settling
 from .models import (
     UPSTREAM_NAME,
     CatalogItem,
@@ -44,10 +45,21 @@ from .models import (
     ProductChoices,
     ProductTask,
     TaskEvent,
+    TaskResult,
     TaskStatus,
     UpstreamHealth,
 )
 from .querysets import OUTCOME_UNKNOWN
+from .results import (
+    PARAM_PRODUCTS,
+    AnyResult,
+    ResultParams,
+    TaskResultView,
+    describe_result_error,
+    parse_result,
+    raw_of,
+    redact_json,
+)
 from .validators import VERSION_MAX_LENGTH, validate_version
 
 #: Whoever acted: a user, or None for the system.
@@ -949,3 +961,88 @@ def _relock(task: ProductTask) -> ProductTask:
 
 def _join(*parts: str) -> str:
     return " ".join(part for part in parts if part)
+
+
+# --- Results --------------------------------------------------------------------------------------------
+
+#: A result is fetched while a person waits: each attempt gives up after this many seconds, and the
+#: request-path client retries once at most without sleeping through a long Retry-After
+#: (client.interactive_calls), so the fragment answers within about 2 x 4 s + 2 s whatever Vionlabs does.
+RESULT_FETCH_TIMEOUT = 4.0
+#: A cached result older than this is fetched again when it is next opened (Vionlabs may reprocess).
+RESULT_MAX_AGE = dt.timedelta(hours=24)
+#: Parameter sets kept per task; the oldest fetch goes first.
+RESULT_CACHE_PER_TASK = 10
+
+
+def _cached_is_current(cached: TaskResult, task: ProductTask, now: dt.datetime) -> bool:
+    """Fetched after the task last changed status (a retried task's new result replaces the old one) and
+    not older than RESULT_MAX_AGE."""
+    if task.status_changed_at is not None and cached.fetched_at < task.status_changed_at:
+        return False
+    return now - cached.fetched_at < RESULT_MAX_AGE
+
+
+def _fetch_result(task: ProductTask, params: ResultParams) -> AnyResult:
+    ensure_no_transaction()
+    with interactive_calls():
+        client = get_client(max_timeout=RESULT_FETCH_TIMEOUT)
+        inventory_id, version = task.item.inventory_id, task.version
+        if task.product == ProductChoices.ADBREAKS:
+            return client.get_adbreaks(inventory_id, version=version, **params.as_dict())
+        if task.product == ProductChoices.CONTEXTUAL_ADBREAK:
+            return client.get_contextual_adbreaks(inventory_id, version=version, **params.as_dict())
+        if task.product == ProductChoices.MARKERS:
+            return client.get_markers(inventory_id, version=version)
+        return client.get_result(inventory_id, task.product, version=version)
+
+
+def _store_result(task: ProductTask, params: ResultParams, data: JsonValue, now: dt.datetime) -> TaskResult:
+    with transaction.atomic():
+        row, _ = TaskResult.objects.update_or_create(
+            task=task,
+            params_key=params.key,
+            defaults={"params": params.as_dict(), "fetched_at": now, "data": data},
+        )
+        keep = TaskResult.objects.filter(task=task).order_by("-fetched_at", "-pk")[:RESULT_CACHE_PER_TASK]
+        TaskResult.objects.filter(task=task).exclude(pk__in=list(keep.values_list("pk", flat=True))).delete()
+    return row
+
+
+def _view_of(task: ProductTask, params: ResultParams, row: TaskResult, **state: Any) -> TaskResultView:
+    result = parse_result(task.product, row.data, inventory_id=task.item.inventory_id)
+    return TaskResultView(task=task, params=params, result=result, fetched_at=row.fetched_at, **state)
+
+
+def task_results(
+    *, task: ProductTask, params: ResultParams | None = None, refresh: bool = False
+) -> TaskResultView:
+    """A done task's result: the cached one while current, else fetched from Vionlabs (outside any
+    transaction, with a short deadline) and cached with the key redacted. `refresh` skips the cache.
+
+    Never raises a VionlabsError: a failed fetch is the view's `message`, with the cached result (if any)
+    marked `stale`. Raises HttpInsideTransaction when called inside a transaction."""
+    if task.product not in PARAM_PRODUCTS or params is None:
+        params = ResultParams()
+    if task.status != TaskStatus.DONE:
+        return TaskResultView(
+            task=task,
+            params=params,
+            message="This task is not done: Vionlabs has no result for it yet.",
+        )
+    now = timezone.now()
+    cached = TaskResult.objects.filter(task=task, params_key=params.key).first()
+    if cached is not None and not refresh and _cached_is_current(cached, task, now):
+        return _view_of(task, params, cached)
+    try:
+        result = _fetch_result(task, params)
+    except VionlabsError as error:
+        message, wait = describe_result_error(error, product_label=task.get_product_display())
+        logger.info("Result of task %s not fetched: %s", task.pk, _scrub(str(error)))
+        message = _scrub(message)
+        if cached is not None:
+            return _view_of(task, params, cached, stale=True, message=message, retry_after=wait)
+        return TaskResultView(task=task, params=params, stale=True, message=message, retry_after=wait)
+    data = redact_json(raw_of(result), _scrub)
+    row = _store_result(task, params, data, timezone.now())
+    return _view_of(task, params, row, fetched_now=True)

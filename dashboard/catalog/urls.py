@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import actions, operations, pages, poll, webhook
+from .views import actions, operations, pages, poll, results, webhook
 
 app_name = "catalog"
 
@@ -15,6 +15,8 @@ urlpatterns = [
     path("tasks/<int:pk>/refresh/", actions.task_refresh, name="task-refresh"),
     path("tasks/<int:pk>/deactivate/", actions.task_deactivate, name="task-deactivate"),
     path("tasks/<int:pk>/retry/", actions.task_retry, name="task-retry"),
+    path("tasks/<int:pk>/result/", results.task_result, name="task-result"),
+    path("tasks/<int:pk>/result/refresh/", results.task_result_refresh, name="task-result-refresh"),
     path("poll/", poll.poll, name="poll"),
     # One URL, two names: the list (GET) and the create (POST) are the same resource.
     path("operations/", operations.operations_root, name="operation-list"),

@@ -2,7 +2,7 @@
 
 Pure standard library, nothing from Django. `Sandbox` binds its port at construction (port 0 picks a free one,
 read back from `.url`), then either `start()`s in a background thread (tests) or `serve_forever()`s in the
-calling thread (`manage.py run_sandbox`). See the README's sandbox section for the behaviour.
+calling thread (`manage.py run_sandbox`). Its behaviour is described in docs/sandbox.md.
 """
 
 from __future__ import annotations

@@ -238,7 +238,7 @@ def login_as(context, live_server, user) -> None:
 
 
 def screenshot(page, name: str) -> Path:
-    """Save a full-page screenshot under test-artifacts/screenshots/ (named in the README)."""
+    """Save a full-page screenshot under test-artifacts/screenshots/ (listed in docs/testing.md)."""
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOT_DIR / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)

@@ -79,3 +79,11 @@ def test_reset_forgets_a_pause_left_by_an_earlier_429(api):
     reset_clients()
 
     assert client_module._throttle.remaining() == 0
+
+
+def test_max_timeout_caps_the_timeout_but_never_raises_it(api, settings):
+    settings.VIONLABS_TIMEOUT = 10
+    assert "timeout=4," in repr(get_client(max_timeout=4))
+    assert get_client(max_timeout=4) is get_client(max_timeout=4)
+    settings.VIONLABS_TIMEOUT = 2
+    assert "timeout=2," in repr(get_client(max_timeout=4))

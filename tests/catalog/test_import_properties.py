@@ -1,6 +1,6 @@
 """Hypothesis: any generated CSV or JSON Lines catalog ends in a report, never a crash, and imports exactly its
 valid rows. The files are built from rows that carry their own label (valid, or invalid and why); the oracle
-below knows only the documented rules (README, imports.py docstring), not how the importer applies them."""
+below knows only the documented rules (docs/catalog.md, imports.py docstring), not how the importer applies them."""
 
 import csv
 import io

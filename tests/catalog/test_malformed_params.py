@@ -94,7 +94,7 @@ def world(products, operator):
         created_by=operator,
         total=1,
     )
-    return {"item": items[0], "task": tasks[2], "series": series, "operation": operation}
+    return {"item": items[0], "task": tasks[2], "done": tasks[0], "series": series, "operation": operation}
 
 
 @pytest.fixture
@@ -146,6 +146,8 @@ def _views(world):
     confirm = preview + "&reason=why&expected_count=1&max_item_id=" + str(item.pk)
     choices = ["kind", "product", "version", "priority"]
     admin = "/admin/catalog/"
+    result = f"/tasks/{world['done'].pk}/result/"
+    minutes = ["minimum_separation", "maximum_separation", "skip_first", "skip_last"]
     return [
         ("GET", "/", ["x"], TEXT, "", {}),
         ("GET", "/items/", CATALOG_PARAMS, TEXT, "", {}),
@@ -176,6 +178,8 @@ def _views(world):
         ("POST", "/operations/", ["filter"], [quote(f"q={v}") for v in TEXT], confirm, {}),
         ("POST", f"/operations/{op.pk}/retry-failures/", ["reason"], TEXT, "", {}),
         ("POST", f"/operations/{op.pk}/cancel/", ["x"], TEXT, "", {}),
+        ("GET", result, minutes, NASTY, "", htmx),
+        ("POST", f"{result}refresh/", minutes, NASTY, "", htmx),
         ("GET", f"{admin}catalogitem/", ["q", "o", "kind__exact"], TEXT, "", {}),
         ("GET", f"{admin}catalogitem/", ["p", "parent"], NASTY, "", {}),
         ("GET", f"{admin}producttask/", ["q", "o", "status"], TEXT, "", {}),
@@ -211,6 +215,7 @@ def test_huge_ids_in_paths_give_404_never_500(client, world, vionlabs, operator,
         f"/items/{pk}/children/",
         f"/operations/{pk}/",
         f"/operations/{pk}/progress/",
+        f"/tasks/{pk}/result/",
         f"/admin/catalog/catalogitem/{pk}/change/",
         f"/admin/catalog/producttask/{pk}/change/",
         f"/admin/catalog/operation/{pk}/change/",
@@ -221,6 +226,7 @@ def test_huge_ids_in_paths_give_404_never_500(client, world, vionlabs, operator,
         f"/tasks/{pk}/refresh/",
         f"/tasks/{pk}/deactivate/",
         f"/tasks/{pk}/retry/",
+        f"/tasks/{pk}/result/refresh/",
         f"/operations/{pk}/cancel/",
         f"/operations/{pk}/retry-failures/",
     ]

@@ -99,6 +99,7 @@ def item_children(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "depth": parse_depth(request.GET.get("depth", "")),
         "truncated": len(children) > CHILDREN_LIMIT,
         "products": products,
+        "results_by_item": selectors.results_available(children[:CHILDREN_LIMIT]),
     }
     return render(request, "catalog/item_list.html#item-children", ctx)
 
