@@ -86,6 +86,7 @@ AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", defaul
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "dashboard.login_guard.client_ip"
+AXES_USERNAME_CALLABLE = "dashboard.login_guard.attempt_username"
 AXES_LOCKOUT_CALLABLE = "dashboard.login_guard.lockout_response"
 # Axes announces itself at INFO in every process that starts (web, worker, scheduler, each command):
 # noise in a terminal and in the logs. Lockouts are still logged as warnings.

@@ -291,3 +291,15 @@ def test_webhook_fields_with_nul_or_a_lone_surrogate_are_refused_or_stored_never
         headers={"x-api-key": "hook-secret"},
     )
     assert response.status_code in (202, 400)
+
+
+def test_no_parameter_of_the_login_and_probe_views_gives_a_500(client, world):
+    client.raise_request_exception = True
+    failures = _failures(
+        client, "POST", "/login/", ["username", "password"], TEXT, base="username=u&password=p"
+    )
+    failures += _failures(client, "GET", "/login/", ["next"], TEXT)
+    failures += _failures(client, "POST", "/admin/login/", ["username", "password"], TEXT, base="username=u")
+    for path in ("/healthz", "/readyz", "/metrics", "/logout/"):
+        failures += _failures(client, "GET", path, ["x"], TEXT)
+    assert not failures, "\n".join(failures)
