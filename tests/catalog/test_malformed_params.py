@@ -303,3 +303,20 @@ def test_no_parameter_of_the_login_and_probe_views_gives_a_500(client, world):
     for path in ("/healthz", "/readyz", "/metrics", "/logout/"):
         failures += _failures(client, "GET", path, ["x"], TEXT)
     assert not failures, "\n".join(failures)
+
+
+def test_no_selection_of_an_admin_action_gives_a_500(client, world, vionlabs, operator):
+    operator.is_staff = operator.is_superuser = True
+    operator.save()
+    client.force_login(operator)
+    client.raise_request_exception = True
+    failures = []
+    for path, action in [
+        ("/admin/catalog/catalogitem/", "refresh_items"),
+        ("/admin/catalog/catalogitem/", "start_bulk_operation"),
+        ("/admin/catalog/producttask/", "refresh_tasks"),
+    ]:
+        failures += _failures(
+            client, "POST", path, ["_selected_action"], NASTY, base=f"action={action}&index=0"
+        )
+    assert not failures, "\n".join(failures)
