@@ -122,6 +122,27 @@ class RedactKeyFilter(logging.Filter):
         return True
 
 
+#: Jobs that run once per item (hundreds a minute while tasks are in flight): their lines are DEBUG.
+PER_ITEM_JOBS = frozenset({"dashboard.catalog.jobs.refresh_item"})
+
+
+class JobLineFilter(logging.Filter):
+    """For the `django.tasks` logger: it writes a line when a job starts and another when it ends. Keep one
+    line per job outcome, and for per-item jobs (PER_ITEM_JOBS) only the failures; the rest only when the
+    root logger is at DEBUG (LOG_LEVEL=DEBUG). Lines are shown as DEBUG then."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        path = str(args[1]) if len(args) > 1 else ""
+        status = str(getattr(args[2], "value", args[2])) if len(args) > 2 else ""
+        if status.upper() != "RUNNING" and path not in PER_ITEM_JOBS:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, request_id, user, operation_id, exc."""
 

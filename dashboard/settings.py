@@ -230,6 +230,8 @@ VIONLABS_WEBHOOK_SECRET = env.str("VIONLABS_WEBHOOK_SECRET", default="")
 
 # --- Dashboard ------------------------------------------------------------------------------------------
 DASHBOARD_POLL_INTERVAL = env.int("DASHBOARD_POLL_INTERVAL", default=5)
+# A page with nothing in flight keeps asking, slowly, so others' changes still show up.
+DASHBOARD_IDLE_POLL_INTERVAL = env.int("DASHBOARD_IDLE_POLL_INTERVAL", default=30)
 DASHBOARD_PAGE_SIZE = env.int("DASHBOARD_PAGE_SIZE", default=50)
 BULK_CONCURRENCY = env.int("BULK_CONCURRENCY", default=4)
 SYNC_REQUESTS_PER_MINUTE = env.int("SYNC_REQUESTS_PER_MINUTE", default=600)
@@ -260,6 +262,8 @@ LOGGING = {
     "filters": {
         "context": {"()": "dashboard.logs.ContextFilter"},
         "redact": {"()": "dashboard.logs.RedactKeyFilter"},
+        "job_lines": {"()": "dashboard.logs.JobLineFilter"},
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
@@ -270,11 +274,22 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT,
             "filters": ["context", "redact"],
-        }
+        },
+        # Django's own, kept (it is a no-op without ADMINS).
+        "mail_admins": {
+            "level": "ERROR",
+            "filters": ["require_debug_false"],
+            "class": "django.utils.log.AdminEmailHandler",
+        },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
+        # Django's default config gives "django" a second console handler (with DEBUG on) on top of the
+        # root's: every Django and job line came out twice under `make run`. One handler: the root's.
+        "django": {"handlers": ["mail_admins"], "level": "INFO"},
         "urllib3": {"level": "WARNING"},
         "django.server": {"level": "INFO"},
+        # One line per job outcome; job starts and per-item jobs only with LOG_LEVEL=DEBUG (dashboard/logs.py).
+        "django.tasks": {"filters": ["job_lines"]},
     },
 }

@@ -24,7 +24,7 @@ import math
 import sqlite3
 import tempfile
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final, cast
@@ -64,6 +64,10 @@ _VIONLABS_ID_MAX: Final = cast(int, CatalogItem._meta.get_field("vionlabs_id").m
 _KINDS: Final = frozenset(ItemKind.values)
 
 _CREATED, _UPDATED, _UNCHANGED = 1, 2, 3
+
+
+#: Told the number of rows done after each batch.
+OnBatch = Callable[[int], None]
 
 
 class ImportFileError(Exception):
@@ -540,9 +544,10 @@ def _set_parents(assignments: dict[str, int]) -> None:
 
 
 class _FileImporter:
-    def __init__(self, *, report: ImportReport, batch_size: int) -> None:
+    def __init__(self, *, report: ImportReport, batch_size: int, on_batch: OnBatch | None = None) -> None:
         self.report = report
         self.batch_size = batch_size
+        self.on_batch = on_batch
         self.scratch = _Scratch()
 
     def run(self, rows: Iterable[_Row | RowError]) -> None:
@@ -566,9 +571,13 @@ class _FileImporter:
                 if len(batch) >= self.batch_size:
                     self._flush(batch)
                     batch = []
+                    if self.on_batch:
+                        self.on_batch(self.report.total)
             if batch:
                 self._flush(batch)
             self._resolve_pending()
+            if self.on_batch:
+                self.on_batch(self.report.total)
             # Missing parents are only known at the end: list every bad row in file order.
             self.report.errors.sort(key=lambda error: error.line)
         finally:
@@ -727,8 +736,10 @@ def import_catalog_file(
     name: str | None = None,
     batch_size: int = BATCH_SIZE,
     max_errors: int | None = None,
+    on_batch: OnBatch | None = None,
 ) -> ImportReport:
     """Import a CSV or JSON Lines catalog from a binary stream; raises ImportFileError for a malformed file.
+    `on_batch` is told the rows done so far after each batch (a command's progress line).
 
     `fmt` ("csv"/"jsonl") wins; otherwise the name's extension decides, and a nameless stream (stdin) is
     JSON Lines when its first character is `{`.
@@ -739,12 +750,16 @@ def import_catalog_file(
         fmt = FORMAT_JSONL if head.lstrip().startswith("{") else FORMAT_CSV
     report = ImportReport(max_errors=max_errors)
     rows = _jsonl_rows(text) if fmt == FORMAT_JSONL else _csv_rows(text)
-    _FileImporter(report=report, batch_size=batch_size).run(rows)
+    _FileImporter(report=report, batch_size=batch_size, on_batch=on_batch).run(rows)
     return report
 
 
 def import_rows(
-    rows: Iterable[Mapping[str, Any]], *, batch_size: int = BATCH_SIZE, max_errors: int | None = None
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    batch_size: int = BATCH_SIZE,
+    max_errors: int | None = None,
+    on_batch: OnBatch | None = None,
 ) -> ImportReport:
     """Import rows given as mappings (as JSON Lines objects: known keys, the rest metadata), numbered from 1.
 
@@ -758,7 +773,7 @@ def import_rows(
             metadata = {key: value for key, value in row.items() if key not in _KNOWN_COLUMNS}
             yield _make_row(line, {name: row.get(name) for name in _KNOWN_COLUMNS}, metadata)
 
-    _FileImporter(report=report, batch_size=batch_size).run(validated())
+    _FileImporter(report=report, batch_size=batch_size, on_batch=on_batch).run(validated())
     return report
 
 
@@ -820,7 +835,11 @@ def _write_vionlabs_batch(batch: dict[str, CatalogEntry], report: ImportReport) 
 
 
 def import_from_vionlabs(
-    entries: Iterable[CatalogEntry], *, batch_size: int = BATCH_SIZE, max_errors: int | None = None
+    entries: Iterable[CatalogEntry],
+    *,
+    batch_size: int = BATCH_SIZE,
+    max_errors: int | None = None,
+    on_batch: OnBatch | None = None,
 ) -> ImportReport:
     """Upsert the items of a Vionlabs catalog listing (id → inventory_id, type → kind, vionlabs_id).
 
@@ -855,6 +874,10 @@ def import_from_vionlabs(
         if len(batch) >= batch_size:
             _write_vionlabs_batch(batch, report)
             batch = {}
+            if on_batch:
+                on_batch(report.total)
     if batch:
         _write_vionlabs_batch(batch, report)
+    if on_batch:
+        on_batch(report.total)
     return report

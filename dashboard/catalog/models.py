@@ -89,6 +89,13 @@ class ItemKind(models.TextChoices):
 
 #: Kinds that hold other items (a series holds seasons, a season holds episodes).
 ItemKind.CONTAINERS = (ItemKind.SERIES.value, ItemKind.SEASON.value)
+#: Kinds in words, for "Markers is set to apply to standalone items and episodes only".
+KIND_PLURALS = {
+    ItemKind.STANDALONE.value: "standalone items",
+    ItemKind.SERIES.value: "series",
+    ItemKind.SEASON.value: "seasons",
+    ItemKind.EPISODE.value: "episodes",
+}
 #: What a product applies to unless the admin says otherwise: the items that carry video of their own.
 DEFAULT_APPLIES_TO = (ItemKind.STANDALONE.value, ItemKind.EPISODE.value)
 
@@ -303,6 +310,18 @@ class ProductSetting(models.Model):
     def applies(self, kind: str) -> bool:
         """Whether this product is requested for items of `kind`."""
         return kind in self.applies_to
+
+    @property
+    def applies_to_text(self) -> str:
+        """The kinds in words, e.g. "standalone items and episodes"."""
+        names = [KIND_PLURALS[kind] for kind in ItemKind.values if kind in self.applies_to]
+        return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+    def not_applicable_reason(self, kind: str) -> str:
+        """Why an item of `kind` gets no task of this product ("" when it does)."""
+        if self.applies(kind):
+            return ""
+        return f"{self.get_product_display()} is set to apply to {self.applies_to_text} only"
 
     @property
     def container_kinds_covered_by_episodes(self) -> tuple[str, ...]:

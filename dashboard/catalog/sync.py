@@ -206,6 +206,23 @@ def claim_due_items(*, limit: int, cycle_start: dt.datetime, now: dt.datetime | 
     return Claim(item_ids)
 
 
+def take_budget(wanted: int, *, now: dt.datetime | None = None) -> int:
+    """Take up to `wanted` requests from this minute's budget (the extra task-level reads an item refresh
+    makes for links after a status change); returns how many were granted."""
+    if wanted <= 0:
+        return 0
+    now = now or timezone.now()
+    per_minute = int(settings.SYNC_REQUESTS_PER_MINUTE)
+    with transaction.atomic():
+        budget = _budget_row()
+        if budget.window_start is None or now - budget.window_start >= BUDGET_WINDOW:
+            budget.window_start, budget.used = now, 0
+        granted = min(wanted, max(0, per_minute - budget.used))
+        budget.used += granted
+        budget.save(update_fields=["window_start", "used"])
+    return granted
+
+
 # --- Refreshing -----------------------------------------------------------------------------------------
 
 
@@ -227,7 +244,8 @@ def refresh_claimed_item(*, item_id: int, source: str = EventSource.SYNC) -> str
         # A webhook's refresh leases the item like a scheduler's claim, so no scheduler claims it meanwhile.
         ProductTask.objects.needs_sync().filter(item_id=item_id).update(next_check_at=now + lease_length())
     try:
-        services.item_refresh(item=item, source=source)
+        # A status change seen in the listing costs one more GET (the task's new links): from the budget.
+        services.item_refresh(item=item, source=source, link_reads=take_budget)
     except VionlabsError as error:
         logger.warning("Refreshing item %s failed: %s", item_id, error)
         trip_breaker_if_needed()
@@ -260,6 +278,7 @@ def run_cycle(
     inline: bool = False,
     batch_size: int = 100,
     sleep: Callable[[float], None] = time.sleep,
+    on_progress: Callable[[int], None] | None = None,
 ) -> CycleReport:
     """Refresh every in-flight task that is due now, once: claim batches and enqueue one refresh job per
     item (or, with `inline`, refresh here). Waits for the budget when it runs out; stops when the breaker
@@ -284,12 +303,22 @@ def run_cycle(
             if inline:
                 outcome = refresh_claimed_item(item_id=item_id, source=EventSource.SYNC)
                 report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
+                if on_progress:
+                    on_progress(sum(report.outcomes.values()))
             else:
                 enqueue_on_commit(refresh_item, item_id, EventSource.SYNC.value)
+        if on_progress and not inline:
+            on_progress(report.claimed)
         if probe:
             break
     record_cycle()
     return report
+
+
+def due_item_count(now: dt.datetime | None = None) -> int:
+    """Items with a task due for a check now (a progress total for one cycle)."""
+    due = ProductTask.objects.needs_sync().filter(_due(now or timezone.now()))
+    return due.values("item_id").distinct().order_by().count()
 
 
 def record_cycle(now: dt.datetime | None = None) -> None:

@@ -8,6 +8,8 @@ urlpatterns = [
     path("", pages.overview, name="overview"),
     path("items/", pages.item_list, name="item-list"),
     path("items/<int:pk>/", pages.item_detail, name="item-detail"),
+    # A link that survives a re-import (new pk): any characters, slashes included.
+    path("items/by-id/<path:inventory_id>", pages.item_by_id, name="item-by-id"),
     path("items/<int:pk>/children/", pages.item_children, name="item-children"),
     path("items/<int:pk>/tasks/", actions.task_create, name="task-create"),
     path("items/<int:pk>/refresh/", actions.item_refresh, name="item-refresh"),

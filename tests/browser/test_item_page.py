@@ -133,9 +133,10 @@ def test_blank_version_is_refused_next_to_the_form_before_anything_is_sent(
     assert page.evaluate("window.sameDocument") is True
 
 
-def test_polling_stops_once_nothing_on_the_page_is_in_flight(
-    page, live_server, operator, item, sandbox, background
+def test_polling_slows_down_once_nothing_on_the_page_is_in_flight(
+    page, live_server, operator, item, sandbox, background, settings
 ):
+    settings.DASHBOARD_IDLE_POLL_INTERVAL = 30
     sandbox.configure(pending_seconds=0.5, processing_seconds=0.5)
     task = services.task_create(item=item, product="adbreaks", version="1.0.1", actor=operator)
     polls = []
@@ -144,9 +145,9 @@ def test_polling_stops_once_nothing_on_the_page_is_in_flight(
     background.refresh_item_every(item)
 
     expect(page.locator(f"#badge-{task.pk}")).to_have_text(re.compile(r"done"))
-    expect(page.get_by_text("live updates paused")).to_be_visible()
+    expect(page.get_by_text("nothing in flight here, checking every 30 s")).to_be_visible()
     polls_when_done = len(polls)
-    page.wait_for_timeout(2500)  # two and a half poll intervals: any poll still scheduled would have fired
+    page.wait_for_timeout(2500)  # two and a half normal intervals: the idle poll waits 30 s
 
     assert polls_when_done >= 1
     assert len(polls) == polls_when_done, polls

@@ -65,7 +65,7 @@ def test_refresh_returns_the_row_with_its_new_badge_and_rearms_the_poll(
     assert "Refreshed from Vionlabs." in html
     poll = re.search(r'<div id="poll"[^>]*>', html).group(0)
     assert 'hx-swap-oob="true"' in poll
-    assert 'hx-trigger="every 5s"' in poll
+    assert 'hx-trigger="every 5s, live-resume"' in poll
     assert ProductTask.objects.get(pk=tasks[1].pk).status == "processing"
 
 
@@ -86,7 +86,7 @@ def test_create_shows_the_new_task_in_the_table(operator_client, api, items_and_
     table = re.search(rf'<section id="tasks-{items[0].pk}"[^>]*hx-swap-oob="true"', html)
     assert table is not None
     assert f'id="badge-{task.pk}"' in html
-    assert 'hx-trigger="every 5s"' in html
+    assert 'hx-trigger="every 5s, live-resume"' in html
 
 
 def test_create_422_is_shown_with_its_details(operator_client, api, items_and_tasks):

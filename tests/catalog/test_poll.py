@@ -59,7 +59,7 @@ def test_poll_element_never_overlaps_and_uses_the_configured_interval(viewer_cli
     settings.DASHBOARD_POLL_INTERVAL = 7
     html = viewer_client.get(reverse("catalog:item-list")).content.decode()
     element = poll_element(html)
-    assert 'hx-trigger="every 7s"' in element
+    assert 'hx-trigger="every 7s, live-resume"' in element
     assert 'hx-sync="this:drop"' in element
     assert 'hx-swap="outerHTML"' in element
 
@@ -148,29 +148,34 @@ def test_poll_with_whole_rows_has_constant_queries(
     assert len(oob_rows(response.content.decode())) == rows
 
 
-def test_poll_stops_when_nothing_on_the_page_is_in_flight(viewer_client, page_items):
+def test_poll_slows_down_when_nothing_on_the_page_is_in_flight(viewer_client, page_items, settings):
+    settings.DASHBOARD_IDLE_POLL_INTERVAL = 31
     items, tasks = page_items
     page = viewer_client.get(reverse("catalog:item-detail", args=[items[3].pk])).content.decode()
-    assert "hx-trigger" in poll_element(page)  # processing: live
+    assert 'hx-trigger="every 5s, live-resume"' in poll_element(page)  # processing: the normal rate
     ProductTask.objects.filter(pk=tasks[3].pk).update(status="done", updated_at=timezone.now())
     html = viewer_client.get(poll_url(page)).content.decode()
-    # The last row arrives, and the poll element comes back inert: no more requests.
+    # The last row arrives, and the poll element comes back at the idle rate: it never stops.
     assert oob_rows(html) == {f"task-{tasks[3].pk}"}
-    assert "hx-trigger" not in poll_element(html)
-    assert "hx-get" not in poll_element(html)
+    assert 'hx-trigger="every 31s, live-resume"' in poll_element(html)
+    assert "hx-get" in poll_element(html)
 
 
-def test_an_unknown_status_does_not_keep_the_poll_alive(viewer_client, page_items):
+def test_an_idle_page_still_sees_a_change_made_elsewhere(viewer_client, page_items):
+    items, tasks = page_items
+    page = viewer_client.get(reverse("catalog:item-detail", args=[items[0].pk])).content.decode()
+    assert "every 30s" in poll_element(page)
+    ProductTask.objects.filter(pk=tasks[0].pk).update(status="processing", updated_at=timezone.now())
+    html = viewer_client.get(poll_url(page)).content.decode()
+    assert oob_rows(html) == {f"task-{tasks[0].pk}"}
+    assert "every 5s" in poll_element(html)  # now in flight: the normal rate
+
+
+def test_an_unknown_status_polls_at_the_idle_rate(viewer_client, page_items):
     items, tasks = page_items
     ProductTask.objects.filter(pk=tasks[3].pk).update(status="quarantined")
     page = viewer_client.get(reverse("catalog:item-detail", args=[items[3].pk])).content.decode()
-    assert "hx-get" not in poll_element(page)
-
-
-def test_a_page_with_nothing_in_flight_does_not_poll(viewer_client, page_items):
-    items, _ = page_items
-    html = viewer_client.get(reverse("catalog:item-detail", args=[items[0].pk])).content.decode()
-    assert "hx-trigger" not in poll_element(html)
+    assert "every 30s" in poll_element(page)
 
 
 def test_poll_reads_the_database_only(viewer_client, page_items):

@@ -616,10 +616,15 @@ def test_item_refresh_updates_every_row_with_one_call_and_discovers_unknown_task
             ("emotions", "op-v6", "failed", "unsupported video length"),
         ),
     )
+    mocked.get(task_url("adbreaks", "1.0.1"), json=state("done"))
 
     tasks = services.item_refresh(item=item)
 
-    assert len(mocked.calls) == 1
+    # One listing, and one read of the task whose status changed (for its links); none for the others.
+    assert [call.request.url.split("?")[0] for call in mocked.calls] == [
+        item_url(),
+        task_url("adbreaks", "1.0.1"),
+    ]
     assert [(t.product, t.version, t.status) for t in tasks] == [
         ("adbreaks", "1.0.1", "done"),
         ("emotions", "op-v6", "failed"),
@@ -755,22 +760,58 @@ def test_a_healthy_upstream_is_not_rewritten_on_every_success(db):
     assert health().last_success_at > first
 
 
-def test_item_refresh_drops_links_that_described_the_old_status(mocked, item):
+def test_item_refresh_reads_a_changed_task_once_for_its_new_links(mocked, item):
     changed = make_task(item, product="adbreaks", version="1.0.1", status="pending")
     same = make_task(item, product="markers", version="2", status="processing")
     old_links = [{"name": "deactivate", "method": "DELETE", "href": "https://v.test/tasks/x"}]
     ProductTask.objects.filter(pk__in=[changed.pk, same.pk]).update(links=old_links)
-    mocked.get(
-        item_url(),
-        json=item_tasks(("adbreaks", "1.0.1", "done", None), ("markers", "2", "processing", None)),
-    )
+    listing = item_tasks(("adbreaks", "1.0.1", "done", None), ("markers", "2", "processing", None))
+    mocked.get(item_url(), json=listing)
+    results = {"results": {"href": "https://v.test/results/adbreaks/1", "method": "GET"}}
+    mocked.get(task_url("adbreaks", "1.0.1"), json=state("done", links=results))
 
+    services.item_refresh(item=item)
+    # A second refresh sees no change: no further task read.
     services.item_refresh(item=item)
 
     changed.refresh_from_db()
     same.refresh_from_db()
-    assert (changed.status, changed.links) == ("done", [])
+    assert (changed.status, changed.links) == (
+        "done",
+        [{"name": "results", "method": "GET", "href": "https://v.test/results/adbreaks/1"}],
+    )
     assert same.links == old_links
+    assert len(calls(mocked, "GET")) == 3  # two listings, one task read
+    assert TaskEvent.objects.filter(task=changed).count() == 1  # the change, once
+
+
+def test_item_refresh_keeps_the_stored_links_when_the_task_read_fails(mocked, item):
+    changed = make_task(item, status="pending")
+    old_links = [{"name": "self", "method": "GET", "href": "https://v.test/tasks/x"}]
+    ProductTask.objects.filter(pk=changed.pk).update(links=old_links)
+    mocked.get(item_url(), json=item_tasks(("adbreaks", "1.0.1", "done", None)))
+    mocked.get(task_url(), body=requests.ConnectionError("reset"))
+
+    services.item_refresh(item=item)
+
+    changed.refresh_from_db()
+    assert (changed.status, changed.links) == ("done", old_links)
+
+
+def test_item_refresh_reads_no_more_tasks_than_it_is_allowed(mocked, item):
+    for product in ("adbreaks", "markers", "nudity"):
+        make_task(item, product=product, version="1", status="pending")
+    mocked.get(
+        item_url(), json=item_tasks(*[(p, "1", "done", None) for p in ("adbreaks", "markers", "nudity")])
+    )
+    for product in ("adbreaks", "markers", "nudity"):
+        mocked.get(task_url(product, "1"), json=state("done"))
+    asked = []
+
+    services.item_refresh(item=item, link_reads=lambda n: asked.append(n) or 1)
+
+    assert asked == [3]
+    assert len(calls(mocked, "GET")) == 2  # the listing and the one read granted
 
 
 ENCODED_KEY = "sk/odd key+&=%?#'\"\\x"

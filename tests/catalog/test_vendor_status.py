@@ -98,6 +98,7 @@ def test_a_refresh_and_an_item_refresh_store_a_long_status_whole(mocked, item):
         f"{BASE}/tasks/catalog-item/{INVENTORY_ID}",
         json=[{"product": "adbreaks", "version": "1.0.1", "task_status": {"status": other, "error": None}}],
     )
+    mocked.get(task_url(), json=state(other))  # the one read of a changed task, for its links
     assert refresh_claimed_item(item_id=item.pk) == "refreshed"
     task.refresh_from_db()
     assert task.status == other

@@ -2,7 +2,8 @@
 
 from django.conf import settings
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
@@ -12,13 +13,15 @@ from ..models import CatalogItem, OperationKind, PriorityChoices, ProductTask
 from ..pagination import Page, bounded_count, keyset_page
 from ..permissions import viewer_required
 from ..selectors import (
-    STATUS_FILTER_VALUES,
     ItemRow,
     build_rows,
+    create_choices,
     enabled_of,
     enabled_settings,
+    flag_not_applicable,
     poll_context,
     product_settings,
+    status_choices,
     task_is_active,
 )
 from ..stuck import compute_thresholds, stuck_filter
@@ -72,7 +75,7 @@ def item_list(request: HtmxHttpRequest) -> HttpResponse:
         "count_exact": count_exact,
         "base_query": base_query.urlencode(),
         "filter_query": form.filter_query(),
-        "known_statuses": STATUS_FILTER_VALUES,
+        "status_choices": status_choices(str(form.data.get("status", ""))),
         "operation_kinds": OperationKind.choices,
         "priorities": PriorityChoices.choices,
         **poll_context(items=[r.item.pk for r in rows], active=any(r.in_flight for r in rows)),
@@ -109,15 +112,30 @@ def item_children(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 @viewer_required
+def item_by_id(request: HtmxHttpRequest, inventory_id: str) -> HttpResponse:
+    """The shareable link of an item: its inventory id (any characters, decoded once by Django) redirects to
+    the item's page; an unknown one gets a 404 that says which id was not found."""
+    item = CatalogItem.objects.filter(inventory_id=inventory_id).only("pk").first()
+    if item is None:
+        ctx = {"inventory_id": inventory_id, "search_url": reverse("catalog:item-list")}
+        return render(request, "catalog/item_not_found.html", ctx, status=404)
+    return redirect("catalog:item-detail", pk=item.pk)
+
+
+@require_GET
+@viewer_required
 def item_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     item = get_object_or_404(CatalogItem.objects.select_related("parent"), pk=pk)
     if request.htmx and request.htmx.target == f"create-form-{item.pk}":
         # The product select changed: prefill that product's default version and priority.
-        products = enabled_settings()
-        form = TaskCreateForm(settings=products, initial={"product": request.GET.get("product", "")})
-        ctx = {"item": item, "create_form": form}
+        offered, not_offered = create_choices(enabled_settings(), item.kind)
+        form = TaskCreateForm(settings=offered, initial={"product": request.GET.get("product", "")})
+        ctx = {"item": item, "create_form": form, "not_offered": not_offered}
         return render(request, "catalog/item_detail.html#create-form", ctx)
-    return render(request, "catalog/item_detail.html", selectors.item_detail_context(item))
+    ctx = selectors.item_detail_context(item, query=request.GET)
+    if request.htmx and request.htmx.target == f"contents-results-{item.pk}" and ctx["contents"] is not None:
+        return render(request, "catalog/item_detail.html#contents-response", ctx)
+    return render(request, "catalog/item_detail.html", ctx)
 
 
 @require_GET
@@ -145,6 +163,7 @@ def task_list(request: HtmxHttpRequest) -> HttpResponse:
     now = timezone.now()
     for task in page.rows:
         task.stuck = thresholds.is_stuck(task, now=now)
+    flag_not_applicable(page.rows, all_settings)
     base_query = request.GET.copy()
     for name in ("after", "before"):
         base_query.pop(name, None)
@@ -155,7 +174,7 @@ def task_list(request: HtmxHttpRequest) -> HttpResponse:
         "count": count,
         "count_exact": count_exact,
         "base_query": base_query.urlencode(),
-        "known_statuses": STATUS_FILTER_VALUES,
+        "status_choices": status_choices(str(form.data.get("status", ""))),
         **poll_context(
             tasks=[t.pk for t in page.rows], rows="tasks", active=any(task_is_active(t) for t in page.rows)
         ),

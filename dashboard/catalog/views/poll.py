@@ -24,7 +24,7 @@ POLL_OVERLAP = dt.timedelta(seconds=3)
 @viewer_required
 def poll(request: HtmxHttpRequest) -> HttpResponse:
     """Badges changed since the last poll, as out-of-band swaps, and the poll element itself re-rendered
-    (without its trigger when nothing it covers is in flight, which ends the polling). Database only."""
+    (at the idle interval when nothing it covers is in flight). Database only."""
     now = timezone.now()
     try:
         since = dt.datetime.fromtimestamp(float(request.GET.get("since", "")), tz=dt.UTC) - POLL_OVERLAP

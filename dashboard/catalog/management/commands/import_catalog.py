@@ -21,6 +21,7 @@ from dashboard.catalog.imports import (
     import_catalog_file,
     import_from_vionlabs,
 )
+from dashboard.catalog.management.progress import Progress, count_lines
 
 
 class Command(BaseCommand):
@@ -83,23 +84,30 @@ class Command(BaseCommand):
         try:
             if name == "-":
                 stdin = options.get("stdin") or sys.stdin.buffer
-                return import_catalog_file(stdin, name=None, **kwargs)
+                with Progress(self.stdout, label="Importing") as progress:
+                    return import_catalog_file(stdin, name=None, on_batch=progress.update, **kwargs)
             path = Path(name)
             try:
                 stream = path.open("rb")
             except OSError as exc:
                 raise CommandError(f"Cannot open {name}: {exc.strerror}.", returncode=2) from None
-            with stream:
-                return import_catalog_file(stream, name=name, **kwargs)
+            with stream, Progress(self.stdout, label="Importing") as progress:
+                if progress.enabled:
+                    progress.total = count_lines(stream)  # about the rows: a CSV header counts too
+                return import_catalog_file(stream, name=name, on_batch=progress.update, **kwargs)
         except ImportFileError as exc:
             raise CommandError(f"{name}: {exc}", returncode=2) from None
 
     def _from_vionlabs(self, options: dict[str, Any]) -> ImportReport:
         entries = get_client().iter_catalog_items(page_size=options["page_size"])
         try:
-            return import_from_vionlabs(
-                entries, batch_size=options["batch_size"], max_errors=options["max_errors"]
-            )
+            with Progress(self.stdout, label="Importing from Vionlabs", unit="items") as progress:
+                return import_from_vionlabs(
+                    entries,
+                    batch_size=options["batch_size"],
+                    max_errors=options["max_errors"],
+                    on_batch=progress.update,
+                )
         except ImportInterrupted as exc:
             self._print(exc.report)
             raise CommandError(

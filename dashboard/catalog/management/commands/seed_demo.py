@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from dashboard.catalog import services
 from dashboard.catalog.imports import import_rows
+from dashboard.catalog.management.progress import Progress
 from dashboard.catalog.models import (
     CatalogItem,
     EventAction,
@@ -256,7 +257,8 @@ class Command(BaseCommand):
                 self._mirror_into_sandbox()
             return
         rng = random.Random(SEED)  # noqa: S311 - the same demo catalog every run, not a secret
-        report = import_rows(demo_catalog(options["items"], rng))
+        with Progress(self.stdout, label="Demo catalog", total=options["items"], unit="items") as progress:
+            report = import_rows(demo_catalog(options["items"], rng), on_batch=progress.update)
         if not report.ok:  # the generator's own bug: say so rather than half-seed silently
             raise CommandError(f"Demo catalog rows were refused: {'; '.join(map(str, report.errors[:5]))}")
         self._product_settings()

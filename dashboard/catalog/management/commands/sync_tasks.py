@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connection
 
 from dashboard.catalog import operations, sync
+from dashboard.catalog.management.progress import Progress
 
 
 class Command(BaseCommand):
@@ -45,8 +46,18 @@ class Command(BaseCommand):
                 # inside a caller's transaction, which closing would break).
                 if not connection.in_atomic_block:
                     close_old_connections()
-                report = sync.run_cycle(inline=inline, batch_size=batch_size)
-                self._report(report, inline=inline)
+                if every is None:
+                    # Run once: a progress line on a terminal (nothing when piped).
+                    verb = "Refreshing" if inline else "Queueing"
+                    with Progress(self.stdout, label=verb, unit="items") as progress:
+                        if progress.enabled:
+                            progress.total = sync.due_item_count()
+                        report = sync.run_cycle(
+                            inline=inline, batch_size=batch_size, on_progress=progress.update
+                        )
+                else:
+                    report = sync.run_cycle(inline=inline, batch_size=batch_size)
+                self._report(report, inline=inline, quiet_when_idle=every is not None)
                 # The scheduler is the one process that always runs: it also rescues bulk operations whose
                 # worker went away (a restart mid-run), which django-tasks-db would leave running forever.
                 for operation_id in operations.operation_resume_stale():
@@ -57,7 +68,7 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             self.stdout.write("Stopped.")
 
-    def _report(self, report: sync.CycleReport, *, inline: bool) -> None:
+    def _report(self, report: sync.CycleReport, *, inline: bool, quiet_when_idle: bool) -> None:
         verb = "refreshed" if inline else "queued for refresh"
         line = f"{report.claimed} item(s) {verb}"
         if inline and report.outcomes:
@@ -68,5 +79,7 @@ class Command(BaseCommand):
             line += f"; Vionlabs failing, sync paused until {report.paused_until:%Y-%m-%d %H:%M:%S %Z}"
         elif report.breaker == "half-open":
             line += "; Vionlabs was failing: sent one probe"
-        if self.verbosity >= 1:
+        # A scheduler running --every says nothing about an idle cycle (one every few seconds), unless -v 2.
+        idle = report.claimed == 0 and report.breaker == "closed"
+        if self.verbosity >= 2 or (self.verbosity >= 1 and not (quiet_when_idle and idle)):
             self.stdout.write(line + ".")
