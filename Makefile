@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run prod test test-fast test-slow lint format check bench bench-load soak clean help
+.PHONY: run prod test test-fast test-slow lint format check bench bench-sandbox bench-bulk bench-load soak clean help
 
 help:
 	@sed -n '1,5p' Makefile
@@ -40,10 +40,20 @@ test-fast: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest --run-slow -m slow $(PYTEST_ARGS)
 
-# Benchmarks print numbers; they are not tests. Bigger runs: see docs/scaling.md.
+# Benchmarks print numbers; they are not tests. `make bench` prints one table: every page beside its admin
+# changelist and the login page, the scheduler, and the import and bulk rows. Bigger runs (docs/scaling.md):
+#   make bench BENCH_ITEMS=1000000 DATABASE_URL=postgres://postgres@127.0.0.1:5432/dashboard_bench
+BENCH_ITEMS ?= 100000
 bench: $(STAMP)
+	$(PY) scripts/bench_catalog_page.py --items $(BENCH_ITEMS) $(BENCH_PAGE_ARGS)
+
+bench-sandbox: $(STAMP)
 	$(PY) -m dashboard.sandbox.bench
-	$(PY) scripts/bench_catalog_page.py --items 100000
+
+# A bulk create on PostgreSQL against the sandbox with 1 and 2 worker processes (BENCH_ARGS="--items 3000"
+# for the quick form). Needs PostgreSQL on 127.0.0.1:5432; creates the database dashboard_bench_ops.
+bench-bulk: $(STAMP)
+	$(PY) scripts/bench_bulk.py $(BENCH_ARGS)
 
 # 100 logged-in operators polling a page of 50 items on gunicorn + PostgreSQL, with Vionlabs up and down
 # (locust; database dashboard_bench; ports 8160-8162). See docs/testing-faults.md.

@@ -234,6 +234,11 @@ DASHBOARD_POLL_INTERVAL = env.int("DASHBOARD_POLL_INTERVAL", default=5)
 DASHBOARD_IDLE_POLL_INTERVAL = env.int("DASHBOARD_IDLE_POLL_INTERVAL", default=30)
 DASHBOARD_PAGE_SIZE = env.int("DASHBOARD_PAGE_SIZE", default=50)
 BULK_CONCURRENCY = env.int("BULK_CONCURRENCY", default=4)
+# Runner jobs one bulk operation fans out to (each worker process takes one and claims chunks of ~200 items;
+# extra jobs find nothing left and end). A runner holds a chunk by a lease of OPERATION_LEASE_SECONDS that it
+# renews twice a second, also while it waits out a 429; a lease that runs out lets another runner take over.
+BULK_FANOUT = env.int("BULK_FANOUT", default=4)
+OPERATION_LEASE_SECONDS = env.float("OPERATION_LEASE_SECONDS", default=120.0)
 SYNC_REQUESTS_PER_MINUTE = env.int("SYNC_REQUESTS_PER_MINUTE", default=600)
 # Scheduled sync (dashboard/catalog/sync.py): a task in flight is checked again after a tenth of its age,
 # between these bounds; a claimed item is leased for SYNC_LEASE_SECONDS; after SYNC_BREAKER_THRESHOLD

@@ -84,6 +84,16 @@ def pytest_sessionfinish(session, exitstatus):
             session.exitstatus = 1
 
 
+@pytest.fixture(autouse=True)
+def _forget_upstream_health_memo():
+    """services remembers for a second that it found Vionlabs healthy; each test has a new database."""
+    from dashboard.catalog import services
+
+    services._healthy_checked_at = 0.0
+    yield
+    services._healthy_checked_at = 0.0
+
+
 # -- the Vionlabs sandbox on a real port (integration and browser tests) ---------------------------------------
 
 #: Short enough that a test sees a task through pending → processing → done in under a second.

@@ -29,6 +29,7 @@ from .models import (
     EventSource,
     Operation,
     OperationItem,
+    OperationKind,
     ProductSetting,
     ProductTask,
     SyncBudget,
@@ -43,9 +44,10 @@ from .views.operations import preview_for_items
 #: The fields of one stored `_links` entry, in the order the admin shows them.
 LINK_KEYS = ("method", "name", "href")
 
-#: Admin actions call Vionlabs once per row inside the web request; more than this belongs in a bulk
-#: operation (a background job with progress), not in one request that may time out half way.
-ADMIN_ACTION_LIMIT = 50
+#: Admin actions call Vionlabs once per row inside the web request for at most this many rows; over it they
+#: open the bulk operation's preview for the same rows (a background job with progress and cancel), so a
+#: request never loops over many calls that could hold a web worker past its timeout.
+ADMIN_ACTION_LIMIT = 10
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -91,15 +93,8 @@ def _run_per_row(
     *,
     verb: str,
 ) -> None:
-    """Run each (label, call) and report every row's outcome, then a summary line."""
-    if len(calls) > ADMIN_ACTION_LIMIT:
-        modeladmin.message_user(
-            request,
-            f"{len(calls)} rows chosen, but admin actions handle at most {ADMIN_ACTION_LIMIT} at a time: "
-            "choose fewer, or use a bulk operation from the dashboard.",
-            messages.ERROR,
-        )
-        return
+    """Run each (label, call) and report every row's outcome, then a summary line (callers send more than
+    ADMIN_ACTION_LIMIT rows to the bulk preview instead)."""
     done = skipped = failed = 0
     for label, call in calls:
         try:
@@ -150,6 +145,33 @@ def _create_default(
         source=EventSource.ADMIN,
     )
     return f"created {product} {setting.default_version}: {task.status or 'no answer yet'}"
+
+
+def _to_bulk_preview(
+    request: HttpRequest, items: QuerySet[CatalogItem], *, kind: str, product: str = "", version: str = ""
+) -> HttpResponse:
+    """More rows than an action runs in the request: the bulk operation's preview for the same items (the
+    selection is kept on the server, "select all" included), to confirm and run in the background."""
+    return preview_for_items(request, items, kind=kind, product=product, version=version)
+
+
+def _tasks_to_bulk_preview(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ProductTask], *, kind: str
+) -> HttpResponse | None:
+    """The bulk preview for many selected tasks, when they share one product and version (an operation acts
+    on one); otherwise a message saying so, and None."""
+    keys = list(queryset.order_by().values_list("product", "version").distinct()[:2])
+    if len(keys) != 1:
+        modeladmin.message_user(
+            request,
+            f"More than {ADMIN_ACTION_LIMIT} tasks of several products or versions: a bulk operation acts on one "
+            "product and version, so filter the list by product and version first.",
+            messages.ERROR,
+        )
+        return None
+    product, version = keys[0]
+    items = CatalogItem.objects.filter(pk__in=queryset.order_by().values("item_id"))
+    return _to_bulk_preview(request, items, kind=kind, product=product, version=version)
 
 
 # --- Catalog items --------------------------------------------------------------------------------------
@@ -221,11 +243,21 @@ class CatalogItemAdmin(OperateTasksMixin, admin.ModelAdmin):
     @admin.action(
         description="Create tasks for every enabled product (default versions)", permissions=["operate_tasks"]
     )
-    def create_default_tasks(self, request: HttpRequest, queryset: QuerySet[CatalogItem]) -> None:
+    def create_default_tasks(
+        self, request: HttpRequest, queryset: QuerySet[CatalogItem]
+    ) -> HttpResponse | None:
+        if queryset.count() > ADMIN_ACTION_LIMIT:
+            self.message_user(
+                request,
+                f"More than {ADMIN_ACTION_LIMIT} items: the tasks are created by a bulk operation in the background, "
+                "one product at a time (choose the product in the preview).",
+                messages.INFO,
+            )
+            return _to_bulk_preview(request, queryset, kind=OperationKind.CREATE)
         defaults = _default_settings()
         if not defaults:
             self.message_user(request, "No product is enabled under Product settings.", messages.ERROR)
-            return
+            return None
         calls = [
             (
                 f"{item.inventory_id} · {product}",
@@ -235,11 +267,15 @@ class CatalogItemAdmin(OperateTasksMixin, admin.ModelAdmin):
             for product in defaults
         ]
         _run_per_row(self, request, calls, verb="Create")
+        return None
 
     @admin.action(
         description="Refresh all tasks of the selected items from Vionlabs", permissions=["operate_tasks"]
     )
-    def refresh_items(self, request: HttpRequest, queryset: QuerySet[CatalogItem]) -> None:
+    def refresh_items(self, request: HttpRequest, queryset: QuerySet[CatalogItem]) -> HttpResponse | None:
+        if queryset.count() > ADMIN_ACTION_LIMIT:
+            return _to_bulk_preview(request, queryset, kind=OperationKind.REFRESH)
+
         def refresh(item: CatalogItem) -> str:
             tasks = services.item_refresh(item=item, actor=_actor(request), source=EventSource.ADMIN)
             return f"{len(tasks)} task(s) read"
@@ -247,14 +283,16 @@ class CatalogItemAdmin(OperateTasksMixin, admin.ModelAdmin):
         _run_per_row(
             self, request, [(str(item), partial(refresh, item)) for item in queryset], verb="Refresh"
         )
+        return None
 
     @admin.action(
         description="Bulk operation on the selected items (preview, then run in the background)",
         permissions=["operate_tasks"],
     )
     def start_bulk_operation(self, request: HttpRequest, queryset: QuerySet[CatalogItem]) -> HttpResponse:
-        # Any number of items: the work runs as an Operation with progress, not inside this request.
-        return preview_for_items(request, list(queryset.order_by("pk").values_list("pk", flat=True)))
+        # Any number of items ("select all" too): the ids are kept on the server, the work runs as an
+        # Operation with progress, not inside this request.
+        return preview_for_items(request, queryset)
 
 
 # --- Tasks ----------------------------------------------------------------------------------------------
@@ -342,7 +380,10 @@ class ProductTaskAdmin(OperateTasksMixin, admin.ModelAdmin):
         )
 
     @admin.action(description="Refresh from Vionlabs", permissions=["operate_tasks"])
-    def refresh_tasks(self, request: HttpRequest, queryset: QuerySet[ProductTask]) -> None:
+    def refresh_tasks(self, request: HttpRequest, queryset: QuerySet[ProductTask]) -> HttpResponse | None:
+        if queryset.count() > ADMIN_ACTION_LIMIT:
+            return _tasks_to_bulk_preview(self, request, queryset, kind=OperationKind.REFRESH)
+
         def refresh(task: ProductTask) -> str:
             before = task.status
             task = services.task_refresh(task=task, actor=_actor(request), source=EventSource.ADMIN)
@@ -350,9 +391,13 @@ class ProductTaskAdmin(OperateTasksMixin, admin.ModelAdmin):
 
         calls = [(str(task), partial(refresh, task)) for task in queryset.select_related("item")]
         _run_per_row(self, request, calls, verb="Refresh")
+        return None
 
     @admin.action(description="Deactivate at Vionlabs", permissions=["operate_tasks"])
-    def deactivate_tasks(self, request: HttpRequest, queryset: QuerySet[ProductTask]) -> None:
+    def deactivate_tasks(self, request: HttpRequest, queryset: QuerySet[ProductTask]) -> HttpResponse | None:
+        if queryset.count() > ADMIN_ACTION_LIMIT:
+            return _tasks_to_bulk_preview(self, request, queryset, kind=OperationKind.DEACTIVATE)
+
         def deactivate(task: ProductTask) -> str:
             before = task.status
             task = services.task_deactivate(task=task, actor=_actor(request), source=EventSource.ADMIN)
@@ -360,12 +405,36 @@ class ProductTaskAdmin(OperateTasksMixin, admin.ModelAdmin):
 
         calls = [(str(task), partial(deactivate, task)) for task in queryset.select_related("item")]
         _run_per_row(self, request, calls, verb="Deactivate")
+        return None
 
     @admin.action(
         description="Create for the product's default version (Product settings)",
         permissions=["operate_tasks"],
     )
-    def create_default_version(self, request: HttpRequest, queryset: QuerySet[ProductTask]) -> None:
+    def create_default_version(
+        self, request: HttpRequest, queryset: QuerySet[ProductTask]
+    ) -> HttpResponse | None:
+        if queryset.count() > ADMIN_ACTION_LIMIT:
+            products = list(queryset.order_by().values_list("product", flat=True).distinct()[:2])
+            setting = (
+                ProductSetting.objects.filter(product=products[0]).first() if len(products) == 1 else None
+            )
+            if setting is None:
+                self.message_user(
+                    request,
+                    f"More than {ADMIN_ACTION_LIMIT} tasks of several products (or of a product without settings): a "
+                    "bulk operation acts on one product, so filter the list by product first.",
+                    messages.ERROR,
+                )
+                return None
+            items = CatalogItem.objects.filter(pk__in=queryset.order_by().values("item_id"))
+            return _to_bulk_preview(
+                request,
+                items,
+                kind=OperationKind.CREATE,
+                product=setting.product,
+                version=setting.default_version,
+            )
         defaults = _default_settings()
         # One create per (item, product), however many versions of it were selected.
         pairs: dict[tuple[int, str], CatalogItem] = {}
@@ -379,6 +448,7 @@ class ProductTaskAdmin(OperateTasksMixin, admin.ModelAdmin):
             for (_, product), item in pairs.items()
         ]
         _run_per_row(self, request, calls, verb="Create")
+        return None
 
 
 @admin.register(TaskEvent)

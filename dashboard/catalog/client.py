@@ -118,6 +118,11 @@ def _shared_client(max_timeout: float | None) -> VionlabsClient:
     return client
 
 
+def throttle_remaining() -> float:
+    """Seconds left in the process-wide pause that a 429 set (0 when there is none)."""
+    return _throttle.remaining()
+
+
 def reset_clients() -> None:
     """Close and forget every cached client and the shared pause (tests, and after a settings change in a
     long-lived process)."""

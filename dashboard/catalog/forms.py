@@ -13,6 +13,7 @@ from django.utils import timezone
 from dashboard.vionlabs import STATUS_MAX_LENGTH
 
 from .models import (
+    DEFAULT_APPLIES_TO,
     CatalogItem,
     ItemKind,
     PriorityChoices,
@@ -131,6 +132,27 @@ class CatalogFilterForm(CursorFieldsMixin, forms.Form):
         qs = qs.search(data["q"])
         if data["kind"]:
             qs = qs.filter(kind=data["kind"])
+        task_q = self._task_q()
+        if task_q:
+            qs = qs.filter(Exists(ProductTask.objects.filter(task_q, item=OuterRef("pk"))))
+        if data["missing"]:
+            if settings is None:
+                settings = ProductSetting.objects.filter(product=data["missing"])
+            setting = next((s for s in settings if s.product == data["missing"]), None)
+            version = data["version"] or (setting.default_version if setting else "")
+            has_task = ProductTask.objects.filter(item=OuterRef("pk"), product=data["missing"])
+            if version:
+                has_task = has_task.filter(version=version)
+            # Only items the product applies to can miss it (the same rule as the overview's "not requested").
+            applicable = qs.applicable_to(setting) if setting else qs.filter(kind__in=DEFAULT_APPLIES_TO)
+            qs = applicable.filter(~Exists(has_task))
+        if data["failures"]:
+            qs = qs.filter(Exists(ProductTask.objects.filter(item=OuterRef("pk"), status=TaskStatus.FAILED)))
+        return qs
+
+    def _task_q(self) -> Q:
+        """The conditions on an item's task (product, status, version); empty when none is set."""
+        data = self.cleaned_data
         task_q = Q()
         if data["product"]:
             task_q &= Q(product=data["product"])
@@ -138,21 +160,22 @@ class CatalogFilterForm(CursorFieldsMixin, forms.Form):
             task_q &= Q(status="" if data["status"] == UNANSWERED else data["status"])
         if data["version"]:
             task_q &= Q(version=data["version"])
-        if task_q:
-            qs = qs.filter(Exists(ProductTask.objects.filter(task_q, item=OuterRef("pk"))))
-        if data["missing"]:
-            version = data["version"]
-            if not version:
-                if settings is None:
-                    settings = ProductSetting.objects.filter(product=data["missing"])
-                version = next((s.default_version for s in settings if s.product == data["missing"]), "")
-            has_task = ProductTask.objects.filter(item=OuterRef("pk"), product=data["missing"])
-            if version:
-                has_task = has_task.filter(version=version)
-            qs = qs.exclude(kind__in=CONTAINER_KINDS).filter(~Exists(has_task))
-        if data["failures"]:
-            qs = qs.filter(Exists(ProductTask.objects.filter(item=OuterRef("pk"), status=TaskStatus.FAILED)))
-        return qs
+        return task_q
+
+    def countable(self, items: QuerySet[CatalogItem]) -> QuerySet:
+        """Rows as many as the items `filter_items` returned (`items`), cheaper to count when the filter is only
+        about tasks: the matching tasks' distinct item ids, read from (product, status, item) or (status, item)
+        alone, without walking the catalog to find which items have one."""
+        data = self.cleaned_data
+        if data["q"] or data["kind"] or data["missing"]:
+            return items
+        task_q = self._task_q()
+        if task_q and not data["failures"]:
+            return ProductTask.objects.filter(task_q).values("item_id").distinct().order_by()
+        if data["failures"] and not task_q:
+            failed = ProductTask.objects.filter(status=TaskStatus.FAILED)
+            return failed.values("item_id").distinct().order_by()
+        return items
 
     def filter_query(self) -> str:
         """The filter part of the query string (no sort, no cursor), for links and bulk operations."""
@@ -299,11 +322,14 @@ class OperationChoicesForm(forms.Form):
 
 
 class OperationConfirmForm(OperationChoicesForm):
-    """The preview's confirmation: the choices, the reason, and what the preview showed (count, last id)."""
+    """The preview's confirmation: the choices, the reason, what the preview showed (count, last id), and its
+    one-time token."""
 
     reason = forms.CharField(required=False, strip=False)
     expected_count = forms.IntegerField(min_value=0, max_value=MAX_ID)
     max_item_id = forms.IntegerField(min_value=0, max_value=MAX_ID)
+    #: The preview's one-time token: a second confirmation of it shows the operation the first one started.
+    confirm_token = forms.CharField(max_length=64)
 
 
 class OperationRetryForm(forms.Form):

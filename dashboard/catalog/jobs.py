@@ -26,11 +26,12 @@ def enqueue_on_commit(job: Task, *args: object, **kwargs: object) -> None:
 
 @task()
 def run_operation(operation_id: int, request_id: str = "") -> None:
-    """Run (or resume) a bulk operation's pending items."""
+    """Freeze a bulk operation's set if still to do, then run its chunks (any number of these jobs may run
+    one operation at once: each claims its own chunks)."""
     from . import operations  # here, not at the top: operations imports this module (enqueue_on_commit)
 
     with log_context(request_id=request_id or None, operation_id=operation_id):
-        operations.operation_run(operation_id=operation_id)
+        operations.operation_work(operation_id=operation_id)
 
 
 @task()

@@ -11,6 +11,8 @@ from typing import ClassVar
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
@@ -194,8 +196,26 @@ class ProductTask(models.Model):
             models.Index(fields=["last_checked_at"], name="task_last_checked_idx"),
             models.Index(fields=["status", "next_check_at"], name="task_status_next_check_idx"),
             models.Index(fields=["status_changed_at"], name="task_status_changed_idx"),
-            # Recent failures, and the latest completions the stuck thresholds are computed from.
-            models.Index(fields=["status", "status_changed_at"], name="task_status_time_idx"),
+            # Recent failures (newest first, ties by id), and the latest completions the stuck thresholds
+            # are computed from.
+            models.Index(fields=["status", "status_changed_at", "id"], name="task_status_time_idx"),
+            # The catalog's product/status and failures filters (EXISTS per item; their 10,000-row counts read
+            # these in item order, index only) and the task list by status, newest first.
+            models.Index(fields=["product", "status", "item"], name="task_product_status_item_idx"),
+            models.Index(fields=["status", "item"], name="task_status_item_idx"),
+            models.Index(fields=["status", "id"], name="task_status_id_idx"),
+            # The scheduler's claim walks task_inflight_check_idx (in-flight tasks by last check, NULLS FIRST):
+            # PostgreSQL only, created by migration 0014_postgres_indexes, as SQLite cannot order an index's NULLs.
+            # Stuck tasks: per (product, priority), in-flight tasks by how long they have been in flight, so
+            # each pair's threshold is one index range (stuck.stuck_tasks, stuck.stuck_filter).
+            models.Index(
+                "product",
+                "priority",
+                Coalesce("requested_at", "created_at"),
+                "id",
+                name="task_inflight_pair_idx",
+                condition=Q(status__in=sorted(map(str, IN_FLIGHT_STATUSES))),
+            ),
         ]
         permissions = [
             ("operate_tasks", "Can create, refresh, deactivate and retry Vionlabs tasks"),
@@ -220,6 +240,35 @@ class ProductTask(models.Model):
     @property
     def is_known_status(self) -> bool:
         return self.status in TaskStatus.values
+
+
+class TaskCount(models.Model):
+    """How many tasks there are per (product, version, status, kind of item), kept by database triggers.
+
+    An append-only log of deltas: the triggers on ProductTask and CatalogItem (migration 0012_task_counts) add a row for
+    every insert, delete and change of status, product, version or item kind, in the same transaction as
+    the change, so the sum per key is always the exact count. Rows are only ever inserted, never updated, so
+    concurrent writers never wait on a shared counter row (no hot row, no deadlock). `counts.compact`
+    folds the log back into one row per key; `manage.py recount_tasks` rebuilds it from scratch."""
+
+    product = models.TextField()
+    version = models.TextField()
+    status = models.TextField(blank=True)
+    kind = models.TextField()
+    n = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.product} {self.version} {self.status or '∅'} {self.kind}: {self.n:+d}"
+
+
+class ItemCount(models.Model):
+    """How many catalog items there are per kind: a delta log like TaskCount, kept by the same triggers."""
+
+    kind = models.TextField()
+    n = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.n:+d}"
 
 
 class EventSource(models.TextChoices):
@@ -338,11 +387,15 @@ class OperationKind(models.TextChoices):
 
 class OperationState(models.TextChoices):
     QUEUED = "queued", "Queued"
+    FREEZING = "freezing", "Freezing the set"
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     CANCELLING = "cancelling", "Cancelling"
     CANCELLED = "cancelled", "Cancelled"
     FAILED = "failed", "Failed"
+
+    # Filled in below the class (inside it, it would become a member).
+    ACTIVE: ClassVar[frozenset[str]]
 
 
 class Operation(models.Model):
@@ -356,9 +409,13 @@ class Operation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # Moved by the runner as items finish: a running operation whose heartbeat stops lost its worker
-    # (a restart, a crash) and is resumed by the scheduler (operations.operation_resume_stale).
+    # Moved while the set is frozen and whenever a runner renews its chunk's lease (also while it waits on a
+    # 429): an active operation whose heartbeat stops lost its workers (a restart, a crash) and is resumed by
+    # the scheduler (operations.operation_resume_stale).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The one-time token of the preview that confirmed it: a second confirmation of the same preview (a double
+    # submit, a reload) finds this operation instead of starting another.
+    token = models.CharField(max_length=64, unique=True, null=True, blank=True)
     reason = models.TextField()
     # product, version, priority, the filter it was built from, the operation it retries.
     params = models.JSONField(default=dict, blank=True)
@@ -380,7 +437,14 @@ class Operation(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.state in {OperationState.QUEUED, OperationState.RUNNING, OperationState.CANCELLING}
+        return self.state in OperationState.ACTIVE
+
+
+#: Not ended yet: the run may still send requests, and the page keeps polling.
+OperationState.ACTIVE = frozenset(
+    {OperationState.QUEUED.value, OperationState.FREEZING.value, OperationState.RUNNING.value,
+     OperationState.CANCELLING.value}
+)  # fmt: skip
 
 
 class OperationItemState(models.TextChoices):
@@ -409,6 +473,65 @@ class OperationItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operation} · {self.item_id} · {self.state}"
+
+
+class ChunkState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    FINISHED = "finished", "Finished"
+
+
+class OperationChunk(models.Model):
+    """A slice of an operation's frozen set (its items with `first_item_id <= item_id <= last_item_id`) that
+    one runner at a time owns: claimed with SKIP LOCKED by any worker process, held by a lease the runner
+    renews; a lease that runs out (its worker died) lets another runner take the chunk over. The counters are
+    what the chunk's rows said when last counted: the operation's counters move by the difference."""
+
+    operation = models.ForeignKey(Operation, on_delete=models.CASCADE, related_name="chunks")
+    first_item_id = models.BigIntegerField()
+    last_item_id = models.BigIntegerField()
+    size = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=ChunkState, default=ChunkState.PENDING)
+    owner = models.CharField(max_length=64, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    done = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["operation", "state"], name="operation_chunk_state_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.operation} · items {self.first_item_id}-{self.last_item_id} · {self.state}"
+
+
+class Selection(models.Model):
+    """Items chosen one by one (catalog checkboxes, the admin's selection, "select all" included), kept on the
+    server under a token so that a preview and its confirmation carry one field, however many items."""
+
+    token = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    size = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"selection of {self.size} items"
+
+
+class SelectionItem(models.Model):
+    selection = models.ForeignKey(Selection, on_delete=models.CASCADE, related_name="rows")
+    item = models.ForeignKey(CatalogItem, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["selection", "item"], name="selection_item_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.selection_id} · {self.item_id}"
 
 
 #: `UpstreamHealth.name` of the Vionlabs API, the one upstream.

@@ -1,22 +1,47 @@
-"""Bulk operations: preview a set of items, freeze it, run it in the background, cancel it, retry its failures.
+"""Bulk operations: preview a selection, confirm it, freeze it in the background, run it on every worker
+process, cancel it, retry its failures.
 
-The set is frozen when the operator confirms: one transaction writes the `Operation` and one `OperationItem`
-per item, and the run touches those rows only, so items that match the filter later are never touched. The
-run goes through the same services as a single click (one item at a time per thread), so every item touched
-gets its `TaskEvent` naming the operation.
+Selection. An operation covers everything matching a catalog filter (its query string is carried), items
+chosen one by one (kept on the server as a `Selection`: one token in the forms, up to MAX_SELECTED_ITEMS
+items), or the failures of an earlier operation. For the chosen product the selection is widened by
+`CatalogItem.objects.covered_for(setting)`: a series or season the product does not apply to stands for its
+episodes, one it applies to is sent as itself. Only enabled products are accepted, in the preview, the
+confirmation, the freeze and the run.
 
-Concurrency: BULK_CONCURRENCY threads share the process-wide client (one connection pool, one `Throttle`):
-a 429 pauses every thread, and the item is tried again rather than counted as failed. Counters move with
-`F()` updates, so threads never overwrite each other's counts. Cancel is checked between items.
+Confirm (`operation_start`) only validates and writes the `Operation` (state `freezing`) with what selects its
+set, then enqueues its job: it takes the same time for ten items as for a million. The preview's one-time
+token is stored on the operation (unique), so a second confirmation of the same preview finds the first.
+
+Freeze (the job, `operation_freeze`): item ids are streamed from the selection in pk order, FREEZE_BATCH at a
+time, limited to `pk <= max_item_id` of the preview; each batch writes its `OperationItem` rows and one
+`OperationChunk` per CHUNK_SIZE items in one transaction, under the operation's row lock, so two freezers
+never write the same batch and a freeze that died goes on after its last chunk. If the frozen set does not
+hold as many items as the preview counted, the operation is refused before anything is sent (state `failed`,
+the two counts in its error): acting on a set the operator did not see is worse than asking again.
+
+Run (`operation_run`): the freezer enqueues BULK_FANOUT jobs, so every `db_worker` process can take one. Each
+is a runner that claims a pending chunk (`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite serialises
+writers), holds it with a lease it renews while it works and while it waits out a 429, runs the chunk's
+pending items on BULK_CONCURRENCY threads sharing the process-wide client, then claims the next. A chunk whose
+lease ran out (its worker died) is taken over by another runner; a runner that cannot renew stops before its
+lease ends. An item leaves `pending` once, and the services' in-progress marker refuses a second create or
+deactivate of a task already under way, so nothing is sent twice. Each chunk's counts are recounted from its
+rows at every renewal and at its end, and the operation's counters move by the difference (F()), so
+progress, cancel and "retry the failures" stay exact after a takeover.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,25 +49,34 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import close_old_connections, connection, transaction
-from django.db.models import Count, F, Q, QuerySet
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, F, Max, Q, QuerySet
+from django.http import QueryDict
 from django.utils import timezone
 
 from dashboard.vionlabs.errors import VionlabsError, VionlabsRateLimited
 
 from . import services
+from .client import throttle_remaining
+from .forms import CatalogFilterForm
 from .jobs import enqueue_on_commit, run_operation
 from .models import (
     CatalogItem,
+    ChunkState,
     EventSource,
+    ItemKind,
     Operation,
+    OperationChunk,
     OperationItem,
     OperationItemState,
     OperationKind,
     OperationState,
     PriorityChoices,
     ProductChoices,
+    ProductSetting,
     ProductTask,
+    Selection,
+    SelectionItem,
     TaskStatus,
 )
 from .validators import validate_version
@@ -51,10 +85,22 @@ logger = logging.getLogger(__name__)
 
 NO_TASK = ""
 REASON_MAX = 2000
-#: Cancel is read from the database at most this often per run (shared by the threads).
-CANCEL_CHECK_SECONDS = 0.2
-#: Waits between attempts of an item answered 429 without Retry-After (otherwise the shared throttle waits).
+#: Items chosen one by one (checkboxes, the admin's selection or "select all") kept for one preview; more
+#: than this is a filter's job ("all matching this filter" carries a query string, not ids).
+MAX_SELECTED_ITEMS = 100_000
+#: How long a kept selection lives (its operation, once confirmed, has frozen its own copy of the set).
+SELECTION_KEPT = dt.timedelta(days=7)
+#: Item ids written per freeze transaction.
+FREEZE_BATCH = 5000
+#: Items per chunk: the unit a runner claims, holds by a lease and recounts.
+CHUNK_SIZE = 200
+#: Waits between attempts of an item answered 429 without a Retry-After of its own.
 RATE_LIMIT_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+#: A wait (429) is slept in slices no longer than this, with a lease renewal between them.
+WAIT_SLICE = 1.0
+#: How often a runner renews its lease, recounts its chunk and looks for a cancel (seconds); at most a
+#: quarter of the lease.
+TICK_SECONDS = 0.5
 
 
 class OperationRefused(ValueError):
@@ -63,6 +109,102 @@ class OperationRefused(ValueError):
 
 class SelectionChanged(OperationRefused):
     """The items matching the selection changed between the preview and the confirmation."""
+
+
+class ProductDisabled(OperationRefused):
+    """The product is not enabled under Product settings: nothing is sent for it."""
+
+
+class AlreadyConfirmed(OperationRefused):
+    """The preview's token was confirmed before: `operation` is the operation that confirmation started."""
+
+    def __init__(self, operation: Operation) -> None:
+        super().__init__(f"This preview was already confirmed: operation #{operation.pk}.")
+        self.operation = operation
+
+
+def _lease() -> dt.timedelta:
+    return dt.timedelta(seconds=float(getattr(settings, "OPERATION_LEASE_SECONDS", 120.0)))
+
+
+def enabled_setting(product: str) -> ProductSetting:
+    """The setting of an enabled product; raises ProductDisabled for a disabled or unconfigured one."""
+    setting = ProductSetting.objects.filter(product=product).first()
+    if setting is None or not setting.enabled:
+        label = ProductChoices(product).label if product in ProductChoices.values else product
+        raise ProductDisabled(
+            f"{label} is not enabled under Product settings, so no task is sent for it. An administrator can "
+            "enable it there."
+        )
+    return setting
+
+
+# --- Selection -----------------------------------------------------------------------------------------
+
+
+def selection_create(*, items: QuerySet[CatalogItem] | Iterable[int], actor: Any = None) -> Selection:
+    """Keep items chosen one by one under a new token (ids are written in batches, never posted back).
+    Raises OperationRefused for an empty selection or one over MAX_SELECTED_ITEMS."""
+    if isinstance(items, QuerySet):
+        size = items.count()
+        ids: Iterable[int] = (
+            items.order_by("pk").values_list("pk", flat=True).iterator(chunk_size=FREEZE_BATCH)
+        )
+    else:
+        wanted = sorted(set(items))
+        # Only ids of items that exist (a row deleted since the page was shown is dropped, not an error).
+        ids = [
+            pk
+            for start in range(0, len(wanted), FREEZE_BATCH)
+            for pk in CatalogItem.objects.filter(pk__in=wanted[start : start + FREEZE_BATCH])
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        ]
+        size = len(ids)
+    if not size:
+        raise OperationRefused("Select at least one item, or choose “all matching this filter”.")
+    if size > MAX_SELECTED_ITEMS:
+        raise OperationRefused(
+            f"{size:,} items were chosen one by one; at most {MAX_SELECTED_ITEMS:,} can be. Use a filter on the "
+            "catalog and “all matching this filter” instead."
+        )
+    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+    # Selections live as long as a preview is looked at; a week covers any preview left open.
+    Selection.objects.filter(created_at__lt=timezone.now() - SELECTION_KEPT).delete()
+    with transaction.atomic():
+        selection = Selection.objects.create(token=secrets.token_urlsafe(24), created_by=user, size=size)
+        batch: list[SelectionItem] = []
+        for pk in ids:
+            batch.append(SelectionItem(selection=selection, item_id=pk))
+            if len(batch) == FREEZE_BATCH:
+                SelectionItem.objects.bulk_create(batch)
+                batch = []
+        SelectionItem.objects.bulk_create(batch)
+    return selection
+
+
+def selection_items(params: dict[str, Any]) -> QuerySet[CatalogItem]:
+    """The items an operation's params select, before the product's rule widens them. Raises
+    OperationRefused for a selection that cannot be read."""
+    kind = params.get("selection")
+    if kind == "filter":
+        form = CatalogFilterForm(data=QueryDict(params.get("filter", "")))
+        try:
+            return form.filter_items(CatalogItem.objects.all())
+        except ValueError as error:
+            raise OperationRefused(str(error)) from error
+    if kind == "items":
+        rows = SelectionItem.objects.filter(selection__token=params.get("selection_token", ""))
+        return CatalogItem.objects.filter(pk__in=rows.values("item_id"))
+    if kind == "failures":
+        failed = OperationItem.objects.filter(
+            operation_id=int(params.get("retry_of") or 0), state=OperationItemState.FAILED
+        )
+        return CatalogItem.objects.filter(pk__in=failed.values("item_id"))
+    raise OperationRefused("The operation does not say which items it covers.")
+
+
+# --- Preview -------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -77,9 +219,35 @@ class Preview:
     #: How many the run would skip as things stand (already active for a create, nothing to act on otherwise).
     will_skip: int
     sample: list[CatalogItem]
-    #: The highest item id seen: the confirmation acts on no item created after the preview.
+    #: The highest item id of the set: the confirmation acts on no item created after the preview.
     max_item_id: int
     by_status: dict[str, int] = field(default_factory=dict)
+    #: Containers in the selection the product does not apply to, by kind: they stand for their episodes.
+    containers: dict[str, int] = field(default_factory=dict)
+    #: Items of the set reached through those containers.
+    through_containers: int = 0
+
+    @property
+    def coverage_note(self) -> str:
+        """e.g. "3 series and 9 seasons → 96 episodes; 40 already have the task" (empty without containers)."""
+        if not self.containers:
+            return ""
+        names: dict[str, tuple[str, str]] = {
+            ItemKind.SERIES.value: ("series", "series"),
+            ItemKind.SEASON.value: ("season", "seasons"),
+        }
+        parts = [
+            f"{n} {names[kind][0] if n == 1 else names[kind][1]}"
+            for kind, n in sorted(self.containers.items(), key=lambda kv: kv[0] != ItemKind.SERIES)
+        ]
+        reached = f"{self.through_containers} episode{'s' if self.through_containers != 1 else ''}"
+        having = (
+            self.will_skip
+            if self.kind == OperationKind.CREATE
+            else self.count - self.by_status.get(NO_TASK, 0)
+        )
+        verb = "has" if having == 1 else "have"
+        return f"{' and '.join(parts)} → {reached}; {having} already {verb} the task"
 
 
 def _validate(*, kind: str, product: str, version: str, priority: str) -> None:
@@ -118,13 +286,26 @@ def operation_preview(
     priority: str = PriorityChoices.LOW,
     sample_size: int = 10,
 ) -> Preview:
-    """Count the items, break them down by the status of their task for product/version, pick a sample."""
+    """What the operation would cover: the selection widened for the product, counted, broken down by the
+    status of each item's task, with a sample. Raises OperationRefused (ProductDisabled for a disabled one)."""
     version = version.strip()
     _validate(kind=kind, product=product, version=version, priority=priority)
-    ids = items.order_by().values("pk")
-    count = items.count()
+    setting = enabled_setting(product)
+    selected = items.order_by()
+    covered = selected.covered_for(setting)  # type: ignore[attr-defined]  # CatalogItemQuerySet
+    count = covered.count()
+    containers: dict[str, int] = {}
+    through = 0
+    expand = setting.container_kinds_covered_by_episodes
+    if expand:
+        containers = dict(
+            selected.filter(kind__in=expand).values_list("kind").annotate(n=Count("pk")).order_by()
+        )
+        if containers:
+            parents = selected.filter(kind__in=expand).values("pk")
+            through = covered.filter(Q(parent__in=parents) | Q(parent__parent__in=parents)).count()
     rows = (
-        ProductTask.objects.filter(item__in=ids, product=product, version=version)
+        ProductTask.objects.filter(item__in=covered.values("pk"), product=product, version=version)
         .order_by()
         .values("status")
         .annotate(n=Count("pk"))
@@ -135,8 +316,8 @@ def operation_preview(
         by_status[NO_TASK] = by_status.get(NO_TASK, 0) + count - with_task
     breakdown = [(status_label(status), n) for status, n in sorted(by_status.items(), key=lambda kv: -kv[1])]
     will_skip = sum(n for status, n in by_status.items() if _would_skip(kind, status))
-    sample = list(items.order_by("pk")[:sample_size])
-    max_item_id = items.order_by("-pk").values_list("pk", flat=True).first() or 0
+    sample = list(covered.order_by("pk")[:sample_size])
+    max_item_id = covered.order_by("-pk").values_list("pk", flat=True).first() or 0
     return Preview(
         kind=kind,
         product=product,
@@ -148,6 +329,8 @@ def operation_preview(
         sample=sample,
         max_item_id=max_item_id,
         by_status=by_status,
+        containers=containers,
+        through_containers=through,
     )
 
 
@@ -157,21 +340,41 @@ def status_label(status: str) -> str:
     return status
 
 
+def new_confirm_token() -> str:
+    """A one-time token for a preview's confirm form (stored on the operation it starts)."""
+    return secrets.token_urlsafe(24)
+
+
+# --- Confirm -------------------------------------------------------------------------------------------
+
+
 def operation_start(
     *,
     kind: str,
-    items: QuerySet[CatalogItem],
     product: str,
     version: str,
     priority: str = PriorityChoices.LOW,
     reason: str,
     actor: AbstractBaseUser | None = None,
+    filter_query: str | None = None,
+    selection: Selection | None = None,
+    items: QuerySet[CatalogItem] | None = None,
+    retry_of: Operation | None = None,
     expected_count: int | None = None,
     max_item_id: int | None = None,
+    token: str | None = None,
     params: dict[str, Any] | None = None,
 ) -> Operation:
-    """Freeze the set (Operation + OperationItem rows in one transaction) and enqueue its run on commit.
-    With `expected_count`/`max_item_id` from the preview, refuses (SelectionChanged) if the set differs."""
+    """Record the operation (state `freezing`) and enqueue its job on commit; the set is frozen there.
+
+    Name the set with one of `filter_query` (a catalog filter's query string), `selection`, `retry_of`
+    (its failures) or `items` (a queryset, kept as a Selection here: for small sets made in code).
+    With `expected_count`/`max_item_id` from the preview, the freeze refuses a set that differs. With the
+    preview's `token`, a second call raises AlreadyConfirmed naming the first operation."""
+    if token:
+        existing = Operation.objects.filter(token=token).first()
+        if existing is not None:
+            raise AlreadyConfirmed(existing)
     version = version.strip()
     reason = reason.strip()
     _validate(kind=kind, product=product, version=version, priority=priority)
@@ -181,37 +384,60 @@ def operation_start(
         )
     if len(reason) > REASON_MAX:
         raise OperationRefused(f"The reason is too long (at most {REASON_MAX} characters).")
+    if "\x00" in reason:
+        raise OperationRefused("The reason cannot contain a NUL character.")
+    enabled_setting(product)
+    chosen = [name for name, value in (("filter", filter_query), ("items", selection), ("items", items),
+                                       ("failures", retry_of)) if value is not None]  # fmt: skip
+    if len(chosen) != 1:
+        raise OperationRefused("Name the items once: a filter, a selection, or the failures of an operation.")
+    spec: dict[str, Any] = {"selection": chosen[0]}
+    if filter_query is not None:
+        spec["filter"] = filter_query
+        selection_items(spec)  # an unreadable filter is refused now, not in the background
+    elif retry_of is not None:
+        spec["retry_of"] = retry_of.pk
+    else:
+        if items is not None:
+            selection = selection_create(items=items, actor=actor)
+        assert selection is not None
+        spec["selection_token"] = selection.token
+    if expected_count is not None:
+        spec["expected_count"] = expected_count
     if max_item_id is not None:
-        items = items.filter(pk__lte=max_item_id)
-    with transaction.atomic():
-        item_ids = list(items.order_by("pk").values_list("pk", flat=True))
-        if expected_count is not None and len(item_ids) != expected_count:
-            raise SelectionChanged(
-                f"The selection changed since the preview: {len(item_ids)} items match now, not "
-                f"{expected_count}. Check the preview again before confirming."
+        spec["max_item_id"] = max_item_id
+    try:
+        with transaction.atomic():
+            operation = Operation.objects.create(
+                kind=kind,
+                state=OperationState.FREEZING,
+                created_by=actor if actor is not None and actor.is_authenticated else None,
+                reason=reason,
+                params={
+                    "product": product,
+                    "version": version,
+                    "priority": priority,
+                    **spec,
+                    **(params or {}),
+                },
+                token=token or None,
             )
-        if not item_ids:
-            raise OperationRefused("No items match: there is nothing to do.")
-        operation = Operation.objects.create(
-            kind=kind,
-            created_by=actor if actor is not None and actor.is_authenticated else None,
-            reason=reason,
-            params={"product": product, "version": version, "priority": priority, **(params or {})},
-            total=len(item_ids),
-        )
-        OperationItem.objects.bulk_create(
-            (OperationItem(operation=operation, item_id=pk) for pk in item_ids), batch_size=1000
-        )
-        enqueue_on_commit(run_operation, operation.pk)
+            enqueue_on_commit(run_operation, operation.pk)
+    except IntegrityError:
+        # The same token confirmed at the same moment by a second request: that one won.
+        existing = Operation.objects.filter(token=token).first() if token else None
+        if existing is None:
+            raise
+        raise AlreadyConfirmed(existing) from None
     return operation
 
 
 def operation_cancel(*, operation: Operation) -> Operation:
-    """Stop an operation: a queued one at once, a running one between items (state `cancelling`, then
-    `cancelled` when its threads have stopped); items not reached are marked cancelled."""
+    """Stop an operation: one not yet running at once, a running one between items (state `cancelling`,
+    then `cancelled` once its runners have stopped); items not reached are marked cancelled."""
     with transaction.atomic():
         op = Operation.objects.select_for_update().get(pk=operation.pk)
-        if op.state == OperationState.QUEUED:
+        if op.state in {OperationState.QUEUED, OperationState.FREEZING}:
             _finish_cancelled(op)
         elif op.state == OperationState.RUNNING:
             op.state = OperationState.CANCELLING
@@ -235,18 +461,95 @@ def operation_retry_failures(
     params = operation.params or {}
     return operation_start(
         kind=operation.kind,
-        items=CatalogItem.objects.filter(pk__in=failed.values("item_id")),
+        retry_of=operation,
         product=params.get("product", ""),
         version=params.get("version", ""),
         priority=params.get("priority", PriorityChoices.LOW),
         reason=reason.strip()
         or f"Retry the failures of operation #{operation.pk}: {operation.reason}"[:REASON_MAX],
         actor=actor,
-        params={"retry_of": operation.pk, "selection": "failures"},
     )
 
 
-# --- Running ---------------------------------------------------------------------------------------------
+# --- Freeze --------------------------------------------------------------------------------------------
+
+
+def operation_freeze(*, operation_id: int) -> Operation | None:
+    """Write the operation's frozen set in batches (items and chunks), then check it against the preview and
+    start the run: state `running` and BULK_FANOUT runner jobs on commit. Does nothing to an operation no
+    longer freezing; safe to call from two workers at once."""
+    op = Operation.objects.filter(pk=operation_id).first()
+    if op is None or op.state != OperationState.FREEZING:
+        return op
+    params = op.params or {}
+    try:
+        setting = enabled_setting(params.get("product", ""))
+        items = selection_items(params).covered_for(setting)  # type: ignore[attr-defined]
+    except OperationRefused as refused:
+        return _refuse(op.pk, str(refused))
+    if params.get("max_item_id") is not None:
+        items = items.filter(pk__lte=params["max_item_id"])
+    ids = items.order_by("pk").values_list("pk", flat=True)
+    while True:
+        with transaction.atomic():
+            op = Operation.objects.select_for_update().get(pk=operation_id)
+            if op.state != OperationState.FREEZING:
+                return op
+            last = op.chunks.aggregate(last=Max("last_item_id"))["last"] or 0
+            batch = list(ids.filter(pk__gt=last)[:FREEZE_BATCH])
+            if not batch:
+                break
+            OperationItem.objects.bulk_create(
+                [OperationItem(operation_id=op.pk, item_id=pk) for pk in batch], batch_size=FREEZE_BATCH
+            )
+            OperationChunk.objects.bulk_create(
+                OperationChunk(
+                    operation_id=op.pk,
+                    first_item_id=batch[start],
+                    last_item_id=batch[min(start + CHUNK_SIZE, len(batch)) - 1],
+                    size=len(batch[start : start + CHUNK_SIZE]),
+                )
+                for start in range(0, len(batch), CHUNK_SIZE)
+            )
+            Operation.objects.filter(pk=op.pk).update(
+                total=F("total") + len(batch), heartbeat_at=timezone.now()
+            )
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().get(pk=operation_id)
+        if op.state != OperationState.FREEZING:
+            return op
+        expected = params.get("expected_count")
+        if not op.total:
+            return _refuse(op.pk, "No items match: there is nothing to do.")
+        if expected is not None and op.total != expected:
+            return _refuse(
+                op.pk,
+                f"The selection changed since the preview: {op.total} items match now, not {expected}. Nothing "
+                "was sent; preview it again before confirming.",
+            )
+        now = timezone.now()
+        op.state = OperationState.RUNNING
+        op.started_at = op.started_at or now
+        op.heartbeat_at = now
+        op.save(update_fields=["state", "started_at", "heartbeat_at"])
+        # One runner is this job; the others are for the other worker processes (extras find nothing, and end).
+        chunks = op.chunks.count()
+        for _ in range(min(max(1, int(getattr(settings, "BULK_FANOUT", 4))), chunks) - 1):
+            enqueue_on_commit(run_operation, op.pk)
+    return op
+
+
+def _refuse(operation_id: int, message: str) -> Operation:
+    """End an operation before anything was sent: state `failed` with the message; frozen items cancelled."""
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().get(pk=operation_id)
+        if op.state in OperationState.ACTIVE:
+            _finish_cancelled(op)
+            op.state = OperationState.FAILED
+            op.error = message
+            op.save(update_fields=["state", "error"])
+    logger.warning("Operation %s refused: %s", operation_id, message)
+    return op
 
 
 def _finish_cancelled(op: Operation) -> None:
@@ -254,137 +557,267 @@ def _finish_cancelled(op: Operation) -> None:
     OperationItem.objects.filter(operation=op, state=OperationItemState.PENDING).update(
         state=OperationItemState.CANCELLED, finished_at=now
     )
+    OperationChunk.objects.filter(operation=op).exclude(state=ChunkState.FINISHED).update(
+        state=ChunkState.FINISHED, owner="", lease_until=None
+    )
     op.state = OperationState.CANCELLED
     op.finished_at = now
     op.save(update_fields=["state", "finished_at"])
 
 
-class _Run:
-    """The shared state of one run: the queue of pending items and the cancel flag."""
-
-    def __init__(self, op: Operation, pending: list[tuple[int, int]]) -> None:
-        self.op = op
-        self._pending = iter(pending)
-        self._lock = threading.Lock()
-        self.cancelled = threading.Event()
-        self._checked_at = 0.0
-
-    def next_item(self) -> tuple[int, int] | None:
-        with self._lock:
-            return next(self._pending, None)
-
-    def cancel_requested(self) -> bool:
-        if self.cancelled.is_set():
-            return True
-        with self._lock:
-            now = time.monotonic()
-            if now - self._checked_at < CANCEL_CHECK_SECONDS:
-                return False
-            self._checked_at = now
-        state = Operation.objects.filter(pk=self.op.pk).values_list("state", flat=True).first()
-        if state in {OperationState.CANCELLING, OperationState.CANCELLED, None}:
-            self.cancelled.set()
-        return self.cancelled.is_set()
+# --- Run -----------------------------------------------------------------------------------------------
 
 
-def operation_run(*, operation_id: int, sleep: Callable[[float], None] = time.sleep) -> Operation | None:
-    """Run an operation's pending items (also resumes one whose worker died). Called by the job."""
-    with transaction.atomic():
-        op = Operation.objects.select_for_update().filter(pk=operation_id).first()
-        if op is None:
-            logger.warning("Operation %s no longer exists; nothing to run", operation_id)
-            return None
-        if op.state == OperationState.CANCELLING:
-            _finish_cancelled(op)
-            return op
-        if op.state not in {OperationState.QUEUED, OperationState.RUNNING}:
-            return op
-        op.state = OperationState.RUNNING
-        op.started_at = op.started_at or timezone.now()
-        op.heartbeat_at = timezone.now()
-        op.save(update_fields=["state", "started_at", "heartbeat_at"])
-    # Read once here: the threads share it (events name its creator) instead of each querying the user.
-    op = Operation.objects.select_related("created_by").get(pk=op.pk)
-    pending = list(
-        OperationItem.objects.filter(operation=op, state=OperationItemState.PENDING)
-        .order_by("pk")
-        .values_list("pk", "item_id")
-    )
-    run = _Run(op, pending)
-    threads = max(1, min(int(settings.BULK_CONCURRENCY), len(pending)))
-    # One long-lived loop per thread rather than one future per item: each thread pulls items until none
-    # are left or cancel is asked, and closes its own database connection when it stops.
+def operation_work(*, operation_id: int, sleep: Callable[[float], None] = time.sleep) -> Operation | None:
+    """The job: freeze the set if that is still to do, then run chunks until none is left to claim."""
+    op = operation_freeze(operation_id=operation_id)
+    if op is None:
+        logger.warning("Operation %s no longer exists; nothing to run", operation_id)
+        return None
+    return operation_run(operation_id=operation_id, sleep=sleep)
+
+
+def operation_run(
+    *,
+    operation_id: int,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Operation | None:
+    """Claim and run the operation's chunks until none is left (also takes over chunks whose runner died),
+    then end the operation if no other runner still holds a chunk. `sleep`/`clock`: for tests."""
+    op = Operation.objects.select_related("created_by").filter(pk=operation_id).first()
+    if op is None or op.state == OperationState.FREEZING:
+        return op
+    me = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
+    threads = max(1, int(settings.BULK_CONCURRENCY))
+    errors: list[BaseException] = []
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"operation-{op.pk}") as pool:
-        futures = [pool.submit(_worker, run, sleep) for _ in range(threads)]
-    errors = [error for future in futures if (error := future.exception()) is not None]
-    return _finish(op, run, errors)
+        try:
+            while op.state == OperationState.RUNNING and not errors:
+                chunk = _claim(op, me)
+                if chunk is None:
+                    break
+                errors += _run_chunk(op, chunk, me, pool, sleep=sleep, clock=clock, threads=threads)
+                op.state = Operation.objects.filter(pk=op.pk).values_list("state", flat=True).first() or ""
+        finally:
+            _close_thread_connections(pool, threads)
+    if errors:
+        _stop_failed(op.pk)
+    return _finish(op.pk)
 
 
-def operation_resume_stale(*, stale_after: dt.timedelta | None = None) -> list[int]:
-    """Queue the job again for running (or cancelling) operations whose worker went away: no item finished
-    for `stale_after`. The run only takes pending items, so nothing is counted or sent twice. Returns ids."""
-    if stale_after is None:
-        stale_after = dt.timedelta(seconds=settings.OPERATION_STALE_AFTER)
+def _claim(op: Operation, me: str) -> OperationChunk | None:
+    """Take a pending chunk, or one whose lease ran out, under a fresh lease; None when none is left.
+    Refuses (ends the operation) when its product was disabled meanwhile."""
     now = timezone.now()
-    cutoff = now - stale_after
     with transaction.atomic():
-        stale = list(
-            Operation.objects.select_for_update(skip_locked=True)
-            .filter(state__in=[OperationState.RUNNING, OperationState.CANCELLING])
-            .filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff))
+        chunk = (
+            OperationChunk.objects.select_for_update(skip_locked=True)
+            .filter(operation_id=op.pk)
+            .filter(Q(state=ChunkState.PENDING) | Q(state=ChunkState.RUNNING, lease_until__lt=now))
             .order_by("pk")
+            .first()
         )
-        for op in stale:
-            # Moving the heartbeat is the claim: another scheduler, or the next cycle, leaves it alone.
-            op.heartbeat_at = now
-            op.save(update_fields=["heartbeat_at"])
-            logger.warning("Operation %s had no progress for %s: resuming it", op.pk, stale_after)
-            enqueue_on_commit(run_operation, op.pk)
-    return [op.pk for op in stale]
-
-
-def _worker(run: _Run, sleep: Callable[[float], None]) -> None:
+        if chunk is None:
+            return None
+        if chunk.state == ChunkState.RUNNING:
+            logger.warning(
+                "Operation %s: taking over chunk %s from %s (lease ran out)", op.pk, chunk.pk, chunk.owner
+            )
+        chunk.state = ChunkState.RUNNING
+        chunk.owner = me
+        chunk.lease_until = now + _lease()
+        chunk.save(update_fields=["state", "owner", "lease_until"])
     try:
-        while not run.cancel_requested():
-            entry = run.next_item()
-            if entry is None:
+        enabled_setting((op.params or {}).get("product", ""))
+    except ProductDisabled as disabled:
+        _refuse_running(op.pk, f"Stopped: {disabled}")
+        return None
+    return chunk
+
+
+class _ChunkRun:
+    """What the threads of one chunk share: the lease, the stop flag, the tick that renews and recounts."""
+
+    def __init__(
+        self,
+        op: Operation,
+        chunk: OperationChunk,
+        me: str,
+        *,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.op = op
+        self.chunk = chunk
+        self.me = me
+        self.sleep = sleep
+        self.clock = clock
+        self.stopped = threading.Event()
+        self.lost = False
+        self._tick_lock = threading.Lock()
+        self._ticked_at = clock()
+        self.renewals = 0
+
+    def tick(self) -> None:
+        """At most every TICK_SECONDS (one thread at a time): renew the lease, move the heartbeat, recount
+        the chunk into the operation's counters, and stop if the operation is no longer running."""
+        if self.clock() - self._ticked_at < TICK_SECONDS:
+            return
+        if not self._tick_lock.acquire(blocking=False):
+            return
+        try:
+            self._ticked_at = self.clock()
+            now = timezone.now()
+            with transaction.atomic():
+                renewed = OperationChunk.objects.filter(
+                    pk=self.chunk.pk, owner=self.me, state=ChunkState.RUNNING
+                ).update(lease_until=now + _lease())
+                if not renewed:
+                    self.lost = True
+                    self.stopped.set()
+                    logger.warning("Operation %s: lost chunk %s to another runner", self.op.pk, self.chunk.pk)
+                    return
+                self.renewals += 1
+                _recount(self.op.pk, self.chunk.pk)
+                state = Operation.objects.filter(pk=self.op.pk).values_list("state", flat=True).first()
+                Operation.objects.filter(pk=self.op.pk).update(heartbeat_at=now)
+            if state != OperationState.RUNNING:
+                self.stopped.set()
+        finally:
+            self._tick_lock.release()
+
+    def wait(self, seconds: float) -> bool:
+        """Wait `seconds` (a 429), renewing the lease meanwhile; False if told to stop while waiting."""
+        until = self.clock() + seconds
+        while not self.stopped.is_set():
+            self.tick()
+            left = until - self.clock()
+            if left <= 0:
+                return True
+            self.sleep(min(left, WAIT_SLICE))
+        return False
+
+
+def _recount(operation_id: int, chunk_id: int) -> None:
+    """Count the chunk's rows by state and move the operation's counters by the difference (in the caller's
+    transaction, the chunk row locked first): exact whoever counted last, and after a takeover."""
+    chunk = OperationChunk.objects.select_for_update().get(pk=chunk_id)
+    counts = dict(
+        OperationItem.objects.filter(
+            operation_id=operation_id, item_id__gte=chunk.first_item_id, item_id__lte=chunk.last_item_id
+        )
+        .values_list("state")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    delta = {name: counts.get(name, 0) - getattr(chunk, name) for name in ("done", "skipped", "failed")}
+    if not any(delta.values()):
+        return
+    OperationChunk.objects.filter(pk=chunk_id).update(**{name: counts.get(name, 0) for name in delta})
+    Operation.objects.filter(pk=operation_id).update(**{name: F(name) + n for name, n in delta.items() if n})
+
+
+def _run_chunk(
+    op: Operation,
+    chunk: OperationChunk,
+    me: str,
+    pool: ThreadPoolExecutor,
+    *,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+    threads: int,
+) -> list[BaseException]:
+    """Run a claimed chunk's pending items on the pool, then recount it and finish or release it."""
+    params = op.params or {}
+    rows = list(
+        OperationItem.objects.filter(
+            operation_id=op.pk,
+            item_id__gte=chunk.first_item_id,
+            item_id__lte=chunk.last_item_id,
+            state=OperationItemState.PENDING,
+        )
+        .select_related("item")
+        .order_by("item_id")
+    )
+    tasks = {
+        task.item_id: task
+        for task in ProductTask.objects.filter(
+            item_id__in=[row.item_id for row in rows],
+            product=params.get("product", ""),
+            version=params.get("version", ""),
+        )
+    }
+    run = _ChunkRun(op, chunk, me, sleep=sleep, clock=clock)
+    queue = iter(rows)
+    queue_lock = threading.Lock()
+
+    def drain() -> None:
+        while not run.stopped.is_set():
+            with queue_lock:
+                row = next(queue, None)
+            if row is None:
                 return
-            _process(run, *entry, sleep=sleep)
-    except BaseException:  # recorded on the operation (through the future); the other threads carry on
-        logger.exception("Operation %s: a worker thread stopped", run.op.pk)
-        raise
-    finally:
-        # Each thread has its own connection: close it, or a long-lived worker leaks one per thread per run.
-        connection.close()
+            _process(run, row, tasks.get(row.item_id))
+            run.tick()
+
+    # Each thread runs in a copy of this job's context, so its log lines carry the operation's ids too.
+    futures = [
+        pool.submit(contextvars.copy_context().run, drain) for _ in range(min(threads, len(rows)) or 1)
+    ]
+    errors = [error for future in futures if (error := future.exception()) is not None]
+    for error in errors:
+        logger.error("Operation %s: a worker thread stopped", op.pk, exc_info=error)
+    if run.lost:
+        return errors
+    with transaction.atomic():
+        _recount(op.pk, chunk.pk)
+        left = OperationItem.objects.filter(
+            operation_id=op.pk,
+            item_id__gte=chunk.first_item_id,
+            item_id__lte=chunk.last_item_id,
+            state=OperationItemState.PENDING,
+        ).exists()
+        OperationChunk.objects.filter(pk=chunk.pk, owner=me).update(
+            state=ChunkState.PENDING if left else ChunkState.FINISHED, owner="", lease_until=None
+        )
+        Operation.objects.filter(pk=op.pk).update(heartbeat_at=timezone.now())
+    return errors
 
 
-def _process(run: _Run, operation_item_id: int, item_id: int, *, sleep: Callable[[float], None]) -> None:
+def _process(run: _ChunkRun, row: OperationItem, task: ProductTask | None) -> None:
     op = run.op
     attempt = 0
     while True:
         try:
-            state, error = _act(op, item_id)
+            # A retry after a 429 writes no history row of its own if it is answered 429 again.
+            with services.rate_limit_retry() if attempt else contextlib.nullcontext():
+                state, error = _act(op, row.item, task)
             break
         except VionlabsRateLimited as limited:
-            # The client has already paused the shared throttle for Retry-After; every thread waits there.
-            # Not a failure: try the item again, a little later each time, unless cancelled meanwhile.
-            if run.cancel_requested():
-                return  # left pending: the finish marks it cancelled
-            if limited.retry_after is None:
-                # No Retry-After to pause the throttle by: back off on our own, a little longer each time.
-                sleep(RATE_LIMIT_BACKOFF[min(attempt, len(RATE_LIMIT_BACKOFF) - 1)])
+            # Not a failure: wait (the client paused the shared throttle for Retry-After, so every thread
+            # waits too), renewing the lease meanwhile, then try the item again, unless told to stop.
+            wait = max(throttle_remaining(), limited.retry_after or 0.0)
+            if not wait:
+                wait = RATE_LIMIT_BACKOFF[min(attempt, len(RATE_LIMIT_BACKOFF) - 1)]
+            if not run.wait(wait):
+                return  # left pending: a cancel marks it cancelled, a takeover runs it
             attempt += 1
-        except services.TaskAlreadyActive as refused:
+        except (services.TaskAlreadyActive, services.NotApplicable) as refused:
+            # Nothing to do for this item (the setting may have changed since the set was frozen): skipped.
             state, error = OperationItemState.SKIPPED, str(refused)
             break
         except (services.ActionRefused, VionlabsError) as refused:
             state, error = OperationItemState.FAILED, str(refused)
             break
         except Exception:
-            logger.exception("Operation %s: unexpected error on item %s", op.pk, item_id)
+            logger.exception("Operation %s: unexpected error on item %s", op.pk, row.item_id)
             state, error = OperationItemState.FAILED, "Unexpected error (details in the worker's log)."
             break
-    _record(op, operation_item_id, state, error)
+    # Only a pending row moves: an item is counted once, whoever ran it.
+    OperationItem.objects.filter(pk=row.pk, state=OperationItemState.PENDING).update(
+        state=state, error=error[:5000], finished_at=timezone.now()
+    )
 
 
 def _skip_note(kind: str, status: str, product: str, version: str) -> str:
@@ -398,23 +831,23 @@ def _skip_note(kind: str, status: str, product: str, version: str) -> str:
     return f"Not failed or deactivated (it is {status or 'unanswered'})."
 
 
-def _act(op: Operation, item_id: int) -> tuple[str, str]:
-    """Do the operation's action on one item; returns (state, note). Raises what the services raise."""
+def _act(op: Operation, item: CatalogItem, task: ProductTask | None) -> tuple[str, str]:
+    """Do the operation's action on one item (its task for the product and version as read with the chunk);
+    returns (state, note). Raises what the services raise (which check the task again under its lock)."""
     params = op.params or {}
     product, version = params.get("product", ""), params.get("version", "")
-    task = ProductTask.objects.filter(item_id=item_id, product=product, version=version).first()
     status = task.status if task else NO_TASK
     if _would_skip(op.kind, status):
         return OperationItemState.SKIPPED, _skip_note(op.kind, status, product, version)
     common: dict[str, Any] = {"actor": op.created_by, "source": EventSource.BULK, "operation": op}
     if op.kind == OperationKind.CREATE:
-        item = CatalogItem.objects.get(pk=item_id)
         services.task_create(
             item=item, product=product, version=version, priority=params.get("priority", "low"),
             note=op.reason, **common,
         )  # fmt: skip
         return OperationItemState.DONE, ""
     assert task is not None  # _would_skip skips a missing task for every kind but create
+    task.item = item
     if op.kind == OperationKind.REFRESH:
         services.task_refresh(task=task, **common)
     elif op.kind == OperationKind.DEACTIVATE:
@@ -424,39 +857,84 @@ def _act(op: Operation, item_id: int) -> tuple[str, str]:
     return OperationItemState.DONE, ""
 
 
-_COUNTER = {
-    OperationItemState.DONE: "done",
-    OperationItemState.SKIPPED: "skipped",
-    OperationItemState.FAILED: "failed",
-}
+def _close_thread_connections(pool: ThreadPoolExecutor, threads: int) -> None:
+    """Close the database connection of every pool thread (each has its own): a long-lived worker would
+    otherwise keep one per thread per run. The barrier makes each thread take exactly one close."""
+    barrier = threading.Barrier(threads)
+
+    def close() -> None:
+        connection.close()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=5)
+
+    for future in [pool.submit(close) for _ in range(threads)]:
+        future.result()
 
 
-def _record(op: Operation, operation_item_id: int, state: str, error: str) -> None:
+def _stop_failed(operation_id: int) -> None:
     with transaction.atomic():
-        # Only a pending row moves: a resumed run never counts an item twice.
-        moved = OperationItem.objects.filter(pk=operation_item_id, state=OperationItemState.PENDING).update(
-            state=state, error=error[:5000], finished_at=timezone.now()
-        )
-        if moved:
-            counter = _COUNTER[state]
-            Operation.objects.filter(pk=op.pk).update(
-                **{counter: F(counter) + 1}, heartbeat_at=timezone.now()
-            )
-
-
-def _finish(op: Operation, run: _Run, errors: list[BaseException]) -> Operation:
-    close_old_connections()
-    with transaction.atomic():
-        op = Operation.objects.select_for_update().get(pk=op.pk)
-        left = OperationItem.objects.filter(operation=op, state=OperationItemState.PENDING).exists()
-        if op.state == OperationState.CANCELLING or (run.cancelled.is_set() and left):
-            _finish_cancelled(op)
-            return op
-        if left or errors:
+        op = Operation.objects.select_for_update().get(pk=operation_id)
+        if op.state in {OperationState.RUNNING, OperationState.CANCELLING}:
             op.state = OperationState.FAILED
             op.error = "The run stopped before every item was processed (details in the worker's log)."
-        else:
-            op.state = OperationState.DONE
-        op.finished_at = timezone.now()
-        op.save(update_fields=["state", "error", "finished_at"])
+            op.finished_at = timezone.now()
+            op.save(update_fields=["state", "error", "finished_at"])
+
+
+def _refuse_running(operation_id: int, message: str) -> None:
+    """Stop a running operation for a reason an operator can act on: items not reached are cancelled."""
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().get(pk=operation_id)
+        if op.state in {OperationState.RUNNING, OperationState.CANCELLING}:
+            op.state = OperationState.FAILED
+            op.error = message
+            op.finished_at = timezone.now()
+            op.save(update_fields=["state", "error", "finished_at"])
+            OperationItem.objects.filter(operation=op, state=OperationItemState.PENDING).update(
+                state=OperationItemState.CANCELLED, finished_at=op.finished_at
+            )
+    logger.warning("Operation %s: %s", operation_id, message)
+
+
+def _finish(operation_id: int) -> Operation | None:
+    """End the operation once no chunk is held by a live runner: `done`, or `cancelled` after a cancel."""
+    connection.close_if_unusable_or_obsolete()
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().filter(pk=operation_id).first()
+        if op is None or op.state not in {OperationState.RUNNING, OperationState.CANCELLING}:
+            return op
+        now = timezone.now()
+        if op.chunks.filter(state=ChunkState.RUNNING, lease_until__gte=now).exists():
+            return op  # another runner still works: it ends the operation
+        if op.state == OperationState.CANCELLING:
+            _finish_cancelled(op)
+            return op
+        if op.chunks.exclude(state=ChunkState.FINISHED).exists():
+            return op  # a chunk released or expired meanwhile: the next runner (or the scheduler) takes it
+        op.state = OperationState.DONE
+        op.finished_at = now
+        op.save(update_fields=["state", "finished_at"])
     return op
+
+
+def operation_resume_stale(*, stale_after: dt.timedelta | None = None) -> list[int]:
+    """Queue a runner again for active operations whose workers went away (no heartbeat for `stale_after`):
+    it goes on freezing, or takes over the chunks whose lease ran out. Returns the operations' ids."""
+    if stale_after is None:
+        stale_after = dt.timedelta(seconds=settings.OPERATION_STALE_AFTER)
+    now = timezone.now()
+    cutoff = now - stale_after
+    with transaction.atomic():
+        stale = list(
+            Operation.objects.select_for_update(skip_locked=True)
+            .filter(state__in=[OperationState.FREEZING, OperationState.RUNNING, OperationState.CANCELLING])
+            .filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff))
+            .order_by("pk")
+        )
+        for op in stale:
+            # Moving the heartbeat is the claim: another scheduler, or the next cycle, leaves it alone.
+            op.heartbeat_at = now
+            op.save(update_fields=["heartbeat_at"])
+            logger.warning("Operation %s had no progress for %s: resuming it", op.pk, stale_after)
+            enqueue_on_commit(run_operation, op.pk)
+    return [op.pk for op in stale]

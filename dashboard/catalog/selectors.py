@@ -15,6 +15,7 @@ from django.http import QueryDict
 from django.urls import reverse
 from django.utils import timezone
 
+from .counts import Counts, read_counts
 from .forms import CONTAINER_KINDS, UNANSWERED, CatalogFilterForm, TaskCreateForm
 from .models import (
     UPSTREAM_NAME,
@@ -33,6 +34,8 @@ from .templatetags.catalog_ui import NOT_REQUESTED
 
 #: History rows shown on an item page.
 EVENT_LIMIT = 300
+#: Seconds between refreshes of the overview's counts, stuck list and failures (database only, a few ms).
+OVERVIEW_REFRESH_SECONDS = 30
 #: `rows=item` (item page) and `rows=tasks` (tasks page): the poll sends whole task rows, not only badges.
 POLL_ROW_MODES = ("item", "tasks")
 KNOWN_STATUS_ORDER = [
@@ -320,38 +323,119 @@ class MatrixRow:
     cells: list[tuple[int, str]]  # (count, url) per enabled product
 
 
+#: Width of the stacked bar in SVG user units; segments are whole units so they always add up to it.
+BAR_UNITS = 1000
+
+
+@dataclass(frozen=True)
+class Segment:
+    key: str  # CSS modifier: done, in-flight, failed, other, missing
+    label: str
+    count: int
+    x: int = 0
+    width: int = 0
+
+    def percent(self, total: int) -> int:
+        return round(100 * self.count / total) if total else 0
+
+
+@dataclass
+class ProductCoverage:
+    setting: ProductSetting
+    #: Tasks at the default version on items the product applies to, by status.
+    by_status: dict[str, int] = field(default_factory=dict)
+    #: Items the product applies to.
+    applicable: int = 0
+    #: Tasks at the default version on items of kinds the product no longer applies to (not counted above).
+    elsewhere: int = 0
+
+    @property
+    def requested(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def not_requested(self) -> int:
+        return max(0, self.applicable - self.requested)
+
+    @property
+    def total(self) -> int:
+        return self.requested + self.not_requested
+
+    @property
+    def segments(self) -> list[Segment]:
+        """done / in flight / failed / other (deactivated, statuses we do not know) / not requested, each
+        with its place on the bar. "In flight" includes tasks Vionlabs has not answered for yet."""
+        done = self.by_status.get(TaskStatus.DONE, 0)
+        in_flight = sum(n for s, n in self.by_status.items() if s in TaskStatus.IN_FLIGHT or s == "")
+        failed = self.by_status.get(TaskStatus.FAILED, 0)
+        other = self.requested - done - in_flight - failed
+        parts = [
+            ("done", "done", done),
+            ("in-flight", "in flight", in_flight),
+            ("failed", "failed", failed),
+            ("other", "deactivated or other", other),
+            ("missing", "not requested", self.not_requested),
+        ]
+        total = self.total
+        segments, x, consumed = [], 0, 0
+        for key, label, count in parts:
+            if not count:
+                continue
+            consumed += count
+            # Cumulative rounding: the segments always end exactly at BAR_UNITS.
+            end = round(BAR_UNITS * consumed / total)
+            segments.append(Segment(key=key, label=label, count=count, x=x, width=end - x))
+            x = end
+        return segments
+
+    @property
+    def summary(self) -> str:
+        """The bar in words (its accessible name)."""
+        total = self.total
+        if not total:
+            return f"{self.setting}: no items it applies to"
+        parts = [f"{s.count} {s.label} ({s.percent(total)}%)" for s in self.segments]
+        return f"{self.setting}: " + ", ".join(parts)
+
+
+def product_coverage(products: list[ProductSetting], counts: Counts) -> list[ProductCoverage]:
+    """One ProductCoverage per product, following each product's `applies_to`."""
+    result = []
+    for setting in products:
+        kinds = list(setting.applies_to)
+        coverage = ProductCoverage(setting=setting, applicable=counts.items_of(kinds))
+        coverage.by_status = counts.tasks_for(setting.product, setting.default_version, kinds)
+        others = [kind for kind in {k for (_, _, _, k) in counts.tasks} if kind not in kinds]
+        coverage.elsewhere = sum(counts.tasks_for(setting.product, setting.default_version, others).values())
+        result.append(coverage)
+    return result
+
+
 def overview_context() -> dict[str, Any]:
-    """The overview: a status-by-product matrix at each product's default version, stuck tasks, failures."""
+    """The overview: a status-by-product matrix at each product's default version (on the kinds of item each
+    product applies to) with a stacked bar per product, stuck tasks, failures. The counts come from the
+    trigger-kept count tables, so no visit scans the tasks."""
     all_settings = product_settings()
     products = enabled_of(all_settings)
     item_url = reverse("catalog:item-list")
-    counts: dict[tuple[str, str], int] = {}
-    if products:
-        for product, status, n in (
-            ProductTask.objects.filter(default_version_q(products))
-            .values_list("product", "status")
-            .annotate(n=Count("id"))
-            .order_by()
-        ):
-            counts[(product, status)] = n
-    # Containers have no video of their own: "not requested" counts the items that can have tasks.
-    requestable = CatalogItem.objects.exclude(kind__in=CONTAINER_KINDS).count()
-    statuses = sorted({status for _, status in counts} | set(KNOWN_STATUS_ORDER), key=status_sort_key)
+    counts = read_counts()
+    coverage = product_coverage(products, counts) if products else []
+    statuses = sorted(
+        {status for c in coverage for status in c.by_status} | set(KNOWN_STATUS_ORDER), key=status_sort_key
+    )
     matrix = []
     for status in statuses:
         cells = []
-        for s in products:
+        for c in coverage:
+            s = c.setting
             query = f"product={s.product}&version={s.default_version}&status={status or UNANSWERED}"
-            cells.append((counts.get((s.product, status), 0), f"{item_url}?{query}"))
+            cells.append((c.by_status.get(status, 0), f"{item_url}?{query}"))
         matrix.append(MatrixRow(status=status, label=status or UNANSWERED, cells=cells))
-    not_requested = []
-    for s in products:
-        requested = sum(n for (product, _), n in counts.items() if product == s.product)
-        not_requested.append((max(0, requestable - requested), f"{item_url}?missing={s.product}"))
+    not_requested = [(c.not_requested, f"{item_url}?missing={c.setting.product}") for c in coverage]
     matrix.append(MatrixRow(status=NOT_REQUESTED, label=NOT_REQUESTED, cells=not_requested))
 
     thresholds = compute_thresholds(all_settings)
-    stuck = list(stuck_tasks(thresholds).select_related("item")[:50])
+    stuck = stuck_tasks(thresholds, limit=50, counts=counts)
     now = timezone.now()
     for task in stuck:
         task.threshold = thresholds.for_task(task.product, task.priority)
@@ -362,12 +446,13 @@ def overview_context() -> dict[str, Any]:
     health = UpstreamHealth.objects.filter(name=UPSTREAM_NAME).first()
     return {
         "products": products,
+        "coverage": coverage,
         "matrix": matrix,
-        "requestable": requestable,
         "stuck": stuck,
         "failures": failures,
         "health": health,
         "task_list_url": reverse("catalog:task-list"),
+        "refresh_interval": OVERVIEW_REFRESH_SECONDS,
     }
 
 

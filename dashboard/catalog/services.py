@@ -13,7 +13,10 @@ goes to `sync_error` and `UpstreamHealth`, and the client's error is re-raised f
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -21,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -29,6 +32,7 @@ from dashboard.vionlabs import ItemTask, JsonValue, Link, TaskState
 from dashboard.vionlabs.errors import (
     VionlabsError,
     VionlabsNotFound,
+    VionlabsRateLimited,
     VionlabsRejected,
     VionlabsUnavailable,
 )
@@ -108,8 +112,12 @@ def ensure_no_transaction() -> None:
     """Raise HttpInsideTransaction if a database transaction is open on the default connection.
 
     Asked through Django's public API: a durable atomic block refuses to open inside another one. Like Django,
-    that check ignores the blocks a test case wraps around each test, which are not ours.
+    that check ignores the blocks a test case wraps around each test, which are not ours. Outside any atomic
+    block (every call from a worker or a view) nothing is opened: a bulk run calls this twice per item, and an
+    empty BEGIN/COMMIT (a write lock on SQLite) each time would cost more than the check is worth.
     """
+    if not connection.in_atomic_block:
+        return
     try:
         with transaction.atomic(durable=True):
             pass
@@ -126,11 +134,34 @@ def _actor(user: "User | None") -> "User | None":
     return user
 
 
+#: Set while a caller tries an action again after Vionlabs answered it 429 (see `rate_limit_retry`).
+_retrying_rate_limit: ContextVar[bool] = ContextVar("retrying_rate_limit", default=False)
+
+
+@contextmanager
+def rate_limit_retry() -> Iterator[None]:
+    """Within this block the caller is trying an action again after a 429: another 429 is noted on the row
+    but writes no TaskEvent (its first 429 wrote one), so a 429 storm does not flood the history."""
+    token = _retrying_rate_limit.set(True)
+    try:
+        yield
+    finally:
+        _retrying_rate_limit.reset(token)
+
+
 # --- Upstream health ------------------------------------------------------------------------------------
+
+
+#: When this process last wrote (or found) "healthy": a bulk run's threads succeed hundreds of times a second,
+#: and a check per answer would cost one or two queries per item for nothing. monotonic seconds; 0 = unknown.
+_healthy_checked_at = 0.0
 
 
 def record_upstream_success() -> None:
     """Note that Vionlabs answered: clears `failing_since` and the failure count."""
+    global _healthy_checked_at
+    if time.monotonic() - _healthy_checked_at < SUCCESS_WRITE_INTERVAL.total_seconds():
+        return
     now = timezone.now()
     # Every worker succeeds many times a second in a bulk run: skip the write (and its row lock) while the
     # record already says "healthy as of a moment ago".
@@ -147,10 +178,13 @@ def record_upstream_success() -> None:
     )
     if not updated and not UpstreamHealth.objects.filter(name=UPSTREAM_NAME).exists():
         UpstreamHealth.objects.get_or_create(name=UPSTREAM_NAME, defaults={"last_success_at": now})
+    _healthy_checked_at = time.monotonic()
 
 
 def record_upstream_failure(error: BaseException) -> None:
     """Note that Vionlabs could not be reached (or answered unusably), with the error's text."""
+    global _healthy_checked_at
+    _healthy_checked_at = 0.0  # the next success is written at once
     now = timezone.now()
     with transaction.atomic():
         health, _ = UpstreamHealth.objects.select_for_update().get_or_create(name=UPSTREAM_NAME)
@@ -406,19 +440,29 @@ def task_create(
     who = _Who(_actor(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
-        task, _ = ProductTask.objects.select_for_update().get_or_create(
-            item=item, product=product, version=version, defaults={"priority": priority}
+        # A new row is inserted already marked (one write instead of two: bulk runs create thousands).
+        task, created = ProductTask.objects.select_for_update().get_or_create(
+            item=item,
+            product=product,
+            version=version,
+            defaults={
+                "priority": priority,
+                "action_in_progress": EventAction.CREATE,
+                "action_started_at": now,
+            },
         )
         task.item = item
-        if _marker_blocks(task, now):
-            raise ActionInProgress(_in_progress_message(task))
-        if task.status in TaskStatus.ACTIVE:
-            raise TaskAlreadyActive(
-                f"{product} {version} for {item.inventory_id} is already {task.status} at Vionlabs; "
-                "it was not created again."
-            )
-        abandoned = task.action_in_progress
-        _mark(task, EventAction.CREATE, now)
+        abandoned = ""
+        if not created:
+            if _marker_blocks(task, now):
+                raise ActionInProgress(_in_progress_message(task))
+            if task.status in TaskStatus.ACTIVE:
+                raise TaskAlreadyActive(
+                    f"{product} {version} for {item.inventory_id} is already {task.status} at Vionlabs; "
+                    "it was not created again."
+                )
+            abandoned = task.action_in_progress
+            _mark(task, EventAction.CREATE, now)
     if abandoned:
         settled = _settle_abandoned(
             task, abandoned=abandoned, action=EventAction.CREATE, started_at=now, who=who
@@ -978,7 +1022,10 @@ def _record_failure(
             if started_at is not None:
                 _clear_marker(task, started_at)
             task.save()
-            _event(task, action=action, status_before=task.status, who=who, error=message, note=who.note)
+            # A 429 retried by a bulk run writes no history row (the first one did): a 429 storm would
+            # otherwise write one per attempt. The row's sync_error says it either way.
+            if not (isinstance(error, VionlabsRateLimited) and _retrying_rate_limit.get()):
+                _event(task, action=action, status_before=task.status, who=who, error=message, note=who.note)
     except BaseException:
         if started_at is not None:
             _release(task, started_at=started_at)

@@ -40,7 +40,9 @@ def test_confirmed_operation_runs_and_its_progress_updates_in_place(
     operation = Operation.objects.get()
     assert operation.reason == "Ad breaks for the bulk test items"
 
-    background.once(lambda: operations.operation_run(operation_id=operation.pk))  # the worker's part
+    background.once(
+        lambda: operations.operation_work(operation_id=operation.pk)
+    )  # the worker's part: freeze, run
 
     expect(progress).to_have_attribute("value", re.compile(r"^[12]$"))
     assert page.evaluate("window.sameDocument") is True  # midway: swapped in place

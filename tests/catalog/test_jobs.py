@@ -13,13 +13,21 @@ from dashboard.catalog.jobs import enqueue_on_commit, refresh_item, run_operatio
 from dashboard.catalog.models import (
     CatalogItem,
     Operation,
+    OperationChunk,
     OperationItem,
     OperationItemState,
     OperationState,
+    ProductSetting,
     ProductTask,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def enabled_product(db):
+    """Bulk operations act on enabled products only."""
+    return ProductSetting.objects.create(product="adbreaks", default_version="1")
 
 
 def make_items(n: int, prefix: str = "t") -> None:
@@ -80,8 +88,11 @@ def test_a_rerun_resumes_only_the_pending_items_and_never_counts_twice(use_sandb
     """A worker that died mid-run leaves the operation `running`; running its job again finishes the rest."""
     make_items(10)
     operation = start()
+    operations.operation_freeze(operation_id=operation.pk)
     first = list(OperationItem.objects.filter(operation=operation).order_by("pk")[:4])
     OperationItem.objects.filter(pk__in=[row.pk for row in first]).update(state=OperationItemState.DONE)
+    # The dead worker had counted its 4 items into its chunk and the operation.
+    OperationChunk.objects.filter(operation=operation).update(done=4)
     Operation.objects.filter(pk=operation.pk).update(state=OperationState.RUNNING, done=4)
     run_operation.call(operation.pk)
     operation.refresh_from_db()

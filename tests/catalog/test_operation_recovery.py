@@ -13,13 +13,15 @@ from dashboard.catalog import operations
 from dashboard.catalog.jobs import run_operation
 from dashboard.catalog.models import (
     CatalogItem,
+    ChunkState,
     Operation,
+    OperationChunk,
     OperationItem,
     OperationItemState,
     OperationState,
 )
 
-from .test_operations import make_items, posts, start
+from .test_operations import enabled_product, freeze, make_items, posts, start  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,10 +34,14 @@ def jobs_for(operation: Operation) -> list[DBTaskResult]:
 
 def abandoned_midway(items: list[CatalogItem], *, done: int, minutes_ago: int) -> Operation:
     """An operation as a worker killed mid-run leaves it: running, some items done, the rest pending."""
-    operation = start(items=CatalogItem.objects.filter(pk__in=[item.pk for item in items]))
+    operation = freeze(start(items=CatalogItem.objects.filter(pk__in=[item.pk for item in items])))
     first = OperationItem.objects.filter(operation=operation).order_by("pk")[:done]
     OperationItem.objects.filter(pk__in=[row.pk for row in first]).update(state=OperationItemState.DONE)
     then = timezone.now() - dt.timedelta(minutes=minutes_ago)
+    # The dead runner held the chunk (its lease ran out since) and had counted what it finished.
+    OperationChunk.objects.filter(operation=operation).update(
+        state=ChunkState.RUNNING, owner="dead-worker", lease_until=then, done=done
+    )
     Operation.objects.filter(pk=operation.pk).update(
         state=OperationState.RUNNING, done=done, started_at=then, heartbeat_at=then
     )

@@ -2,6 +2,7 @@
 retry the failures, 429s; and the operation pages. Runs use real threads, so these tests commit
 (transaction=True) and run the enqueued job explicitly."""
 
+import re
 import threading
 import time
 
@@ -23,7 +24,9 @@ from dashboard.catalog.models import (
     OperationItemState,
     OperationKind,
     OperationState,
+    ProductSetting,
     ProductTask,
+    Selection,
     TaskEvent,
 )
 from tests.factories import rebuild_role_groups
@@ -40,6 +43,12 @@ def role_groups():
     rebuild_role_groups()
 
 
+@pytest.fixture(autouse=True)
+def enabled_product(db):
+    """Bulk operations act on enabled products only."""
+    return ProductSetting.objects.create(product=PRODUCT, default_version=VERSION)
+
+
 def make_items(n: int, prefix: str = "op") -> list[CatalogItem]:
     CatalogItem.objects.bulk_create(
         CatalogItem(inventory_id=f"{prefix}-{i:05d}", title=f"Title {i}") for i in range(n)
@@ -50,7 +59,11 @@ def make_items(n: int, prefix: str = "op") -> list[CatalogItem]:
 def start(kind=OperationKind.CREATE, items=None, **kwargs) -> Operation:
     return operations.operation_start(
         kind=kind,
-        items=items if items is not None else CatalogItem.objects.all(),
+        **(
+            {}
+            if items is None and "filter_query" in kwargs
+            else {"items": items or CatalogItem.objects.all()}
+        ),
         product=PRODUCT,
         version=VERSION,
         priority="low",
@@ -59,9 +72,21 @@ def start(kind=OperationKind.CREATE, items=None, **kwargs) -> Operation:
     )
 
 
+def freeze(operation: Operation) -> Operation:
+    """Freeze the set as the job does first (without running it)."""
+    operations.operation_freeze(operation_id=operation.pk)
+    operation.refresh_from_db()
+    return operation
+
+
 def run_enqueued(operation: Operation) -> Operation:
-    """Run the job the confirmation enqueued, as a worker would: from its stored (JSON) arguments."""
-    job = DBTaskResult.objects.get(task_path=run_operation.module_path, args_kwargs__args=[operation.pk])
+    """Run the job the confirmation enqueued, as a worker would: from its stored (JSON) arguments. It freezes
+    the set, then runs every chunk itself (the jobs it fans out to are for other workers and stay queued)."""
+    job = (
+        DBTaskResult.objects.filter(task_path=run_operation.module_path, args_kwargs__args=[operation.pk])
+        .order_by("enqueued_at")
+        .first()
+    )
     result = job.task_result
     run_operation.call(*result.args, **result.kwargs)
     operation.refresh_from_db()
@@ -101,14 +126,14 @@ def test_bulk_create_over_1000_items_counts_skips_active_keeps_the_set_frozen_an
     matching = CatalogFilterForm(data=QueryDict("q=op-")).filter_items(CatalogItem.objects.all())
 
     operation = start(items=matching)
-    assert operation.state == OperationState.QUEUED
-    assert operation.total == 1100
+    assert operation.state == OperationState.FREEZING
     late = make_items(40, prefix="op-late")  # they match the filter now, but were not confirmed
     started = time.monotonic()
     operation = run_enqueued(operation)
     elapsed = time.monotonic() - started
 
     assert operation.state == OperationState.DONE
+    assert operation.total == 1100
     assert (operation.done, operation.skipped, operation.failed) == (1000, 100, 0)
     assert operation.processed == operation.total
     # The skip rule: nothing was sent for an item already active; everything else was created once.
@@ -133,17 +158,18 @@ def test_bulk_create_over_1000_items_counts_skips_active_keeps_the_set_frozen_an
     events = TaskEvent.objects.filter(operation=operation)
     created = events.filter(action="create", status_after="pending")
     assert created.count() == 1000
-    # A 429 is recorded on the task too (sync_error and an event with the error), then the create is redone.
-    assert events.exclude(pk__in=created).count() == limited
-    assert all(
-        "slow down" in error for error in events.exclude(pk__in=created).values_list("error", flat=True)
-    )
+    # A 429 is recorded on the task too (sync_error and an event with the error), then the create is redone;
+    # a retry answered 429 again writes no second row (a 429 storm would otherwise write one per attempt).
+    limited_events = events.exclude(pk__in=created)
+    limited_items = set(limited_events.values_list("task__item_id", flat=True))
+    assert 0 < limited_events.count() == len(limited_items) <= limited
+    assert all("slow down" in error for error in limited_events.values_list("error", flat=True))
     assert set(created.values_list("task__item_id", flat=True)) == {item.pk for item in items[100:]}
     assert set(created.values_list("source", "note").distinct()) == {(EventSource.BULK, "new season arrived")}
     print(f"\n1,100 items: 1,000 created, 100 skipped, {limited} answers of 429 ridden out; {elapsed:.1f} s")
 
 
-def test_confirmation_refuses_a_selection_that_changed_since_the_preview(use_sandbox):
+def test_the_freeze_refuses_a_selection_that_changed_since_the_preview_before_sending(use_sandbox):
     make_items(20, prefix="prev")
     form = CatalogFilterForm(data=QueryDict("q=prev"))
     preview = operations.operation_preview(
@@ -151,16 +177,18 @@ def test_confirmation_refuses_a_selection_that_changed_since_the_preview(use_san
         version=VERSION,
     )  # fmt: skip
     CatalogItem.objects.filter(inventory_id="prev-00003").delete()
-    with pytest.raises(operations.SelectionChanged, match="19 items match now, not 20"):
-        start(items=form.filter_items(CatalogItem.objects.all()), expected_count=preview.count,
-              max_item_id=preview.max_item_id)  # fmt: skip
-    assert not Operation.objects.exists()
+    operation = start(filter_query="q=prev", expected_count=preview.count, max_item_id=preview.max_item_id)
+    operation = run_enqueued(operation)
+    assert operation.state == OperationState.FAILED
+    assert "19 items match now, not 20" in operation.error
+    assert "Nothing was sent" in operation.error
+    assert use_sandbox.stats()["requests"] == 0
+    assert not OperationItem.objects.filter(operation=operation, state=OperationItemState.PENDING).exists()
     # Items created after the preview are outside it even when the count happens to agree again.
     make_items(1, prefix="prev-new")
-    operation = start(
-        items=form.filter_items(CatalogItem.objects.all()), expected_count=19, max_item_id=preview.max_item_id
-    )
-    assert operation.total == 19
+    operation = start(filter_query="q=prev", expected_count=19, max_item_id=preview.max_item_id)
+    assert freeze(operation).total == 19
+    assert operation.state == OperationState.RUNNING
 
 
 def test_cancel_midway_stops_between_items_and_cancels_the_rest(use_sandbox, settings):
@@ -189,10 +217,21 @@ def test_cancel_midway_stops_between_items_and_cancels_the_rest(use_sandbox, set
     print(f"\ncancelled after {operation.processed} of 1000 items; {cancelled} cancelled")
 
 
-def test_cancel_before_the_run_starts_cancels_everything(use_sandbox):
+def test_cancel_while_freezing_cancels_at_once_and_nothing_runs(use_sandbox):
     make_items(10, prefix="early")
     operation = operations.operation_cancel(operation=start())
     assert operation.state == OperationState.CANCELLED
+    operation = run_enqueued(operation)
+    assert operation.state == OperationState.CANCELLED
+    assert not OperationItem.objects.filter(operation=operation).exists()
+    assert use_sandbox.stats()["requests"] == 0
+
+
+def test_cancel_before_the_run_starts_cancels_everything(use_sandbox):
+    make_items(10, prefix="early")
+    operation = freeze(start())
+    operation = operations.operation_cancel(operation=operation)
+    assert operation.state == OperationState.CANCELLING
     operation = run_enqueued(operation)
     assert operation.state == OperationState.CANCELLED
     assert OperationItem.objects.filter(operation=operation, state=OperationItemState.CANCELLED).count() == 10
@@ -224,9 +263,10 @@ def test_retry_the_failures_makes_a_new_operation_of_the_failed_items(use_sandbo
     use_sandbox.configure(error_rate=0.0)
     retry = operations.operation_retry_failures(operation=first)
     assert retry.params["retry_of"] == first.pk
+    assert retry.params["selection"] == "failures"
+    retry = run_enqueued(retry)
     assert retry.total == len(failed_ids)
     assert set(OperationItem.objects.filter(operation=retry).values_list("item_id", flat=True)) == failed_ids
-    retry = run_enqueued(retry)
 
     assert (retry.state, retry.done, retry.failed, retry.skipped) == (
         OperationState.DONE,
@@ -255,7 +295,7 @@ def test_viewer_can_see_operations_but_not_start_or_cancel_one(client, viewer, u
     assert client.post(reverse("catalog:operation-create"), {**data, "reason": "x"}).status_code == 403
     assert client.post(reverse("catalog:operation-cancel", args=[operation.pk])).status_code == 403
     assert client.post(reverse("catalog:operation-retry-failures", args=[operation.pk])).status_code == 403
-    assert Operation.objects.get(pk=operation.pk).state == OperationState.QUEUED
+    assert Operation.objects.get(pk=operation.pk).state == OperationState.FREEZING
     assert Operation.objects.count() == 1
 
 
@@ -277,9 +317,11 @@ def test_preview_shows_count_breakdown_and_sample_then_confirm_freezes_and_enque
     assert "pv-00009" in body
     assert "pv-00010" not in body
     assert 'name="expected_count" value="30"' in body
+    token = re.search(r'name="confirm_token" value="([^"]+)"', body).group(1)
 
     without_reason = client.post(
-        reverse("catalog:operation-create"), {**data, "expected_count": 30, "max_item_id": items[-1].pk}
+        reverse("catalog:operation-create"),
+        {**data, "expected_count": 30, "max_item_id": items[-1].pk, "confirm_token": token},
     )
     assert without_reason.status_code == 200
     assert "Give a reason" in without_reason.content.decode()
@@ -287,18 +329,26 @@ def test_preview_shows_count_breakdown_and_sample_then_confirm_freezes_and_enque
 
     response = client.post(
         reverse("catalog:operation-create"),
-        {**data, "expected_count": 30, "max_item_id": items[-1].pk, "reason": "  launch  "},
+        {
+            **data,
+            "expected_count": 30,
+            "max_item_id": items[-1].pk,
+            "reason": "  launch  ",
+            "confirm_token": token,
+        },
     )
     operation = Operation.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("catalog:operation-detail", args=[operation.pk])
-    assert (operation.total, operation.reason, operation.created_by) == (30, "launch", operator)
+    assert (operation.state, operation.reason, operation.created_by) == ("freezing", "launch", operator)
     assert operation.params == {
         "product": PRODUCT, "version": VERSION, "priority": "high", "selection": "filter", "filter": "q=pv-",
+        "expected_count": 30, "max_item_id": items[-1].pk,
     }  # fmt: skip
     job = DBTaskResult.objects.get(task_path=run_operation.module_path)
     # Ids only, and the request's id so the job's log lines can be traced back to it.
     assert job.args_kwargs == {"args": [operation.pk], "kwargs": {"request_id": response["X-Request-ID"]}}
+    assert freeze(operation).total == 30
 
 
 def test_preview_explains_a_bad_selection(client, operator):
@@ -315,7 +365,7 @@ def test_preview_explains_a_bad_selection(client, operator):
 
 def test_progress_fragment_polls_only_while_the_operation_runs(client, viewer, use_sandbox):
     make_items(5, prefix="pg")
-    operation = start()
+    operation = freeze(start())
     client.force_login(viewer)
     url = reverse("catalog:operation-progress", args=[operation.pk])
     running = client.get(url, headers={"HX-Request": "true"})
@@ -332,6 +382,7 @@ def test_operation_pages_run_a_constant_number_of_queries(client, viewer, django
     make_items(5, prefix="q")
     for _ in range(30):
         operation = start()
+    freeze(operation)
     OperationItem.objects.filter(operation=operation).update(state="failed", error="boom")
     client.force_login(viewer)
     with django_assert_max_num_queries(8):
@@ -348,6 +399,7 @@ def test_admin_bulk_action_opens_the_preview_for_the_selected_items(client, oper
     operator.is_staff = True
     operator.save()
     operator.user_permissions.add(Permission.objects.get(codename="view_catalogitem"))
+    ProductSetting.objects.filter(product=PRODUCT).update(position=5)  # emotions is the first enabled one
     ProductSetting.objects.create(product="emotions", default_version="2.0", default_priority="medium")
     items = make_items(5, prefix="adm")
     client.force_login(operator)
@@ -358,8 +410,11 @@ def test_admin_bulk_action_opens_the_preview_for_the_selected_items(client, oper
     assert response.status_code == 200
     body = response.content.decode()
     assert "2 items · emotions 2.0" in body
-    assert f'name="items" value="{items[1].pk}"' in body
-    assert f'name="items" value="{items[0].pk}"' not in body
+    # The selection is kept on the server: one field carries it.
+    assert 'name="items"' not in body
+    token = re.search(r'name="selection" value="([^"]+)"', body).group(1)
+    selection = Selection.objects.get(token=token)
+    assert set(selection.rows.values_list("item_id", flat=True)) == {items[1].pk, items[3].pk}
     assert 'name="priority" value="medium"' in body
     assert not Operation.objects.exists()  # nothing runs before the confirmation
 
@@ -368,7 +423,7 @@ def test_the_last_poll_brings_the_failures_and_the_retry_button_without_a_reload
     client, operator, use_sandbox
 ):
     make_items(4, prefix="fin")
-    operation = start()
+    operation = freeze(start())
     client.force_login(operator)
     url = reverse("catalog:operation-progress", args=[operation.pk])
     assert "Retry the" not in client.get(url).content.decode()

@@ -82,13 +82,31 @@ def test_stuck_tasks_are_those_in_flight_past_their_threshold():
     finished = make_task(5, status="failed", age=dt.timedelta(days=3))
     unknown = make_task(6, status="quarantined", age=dt.timedelta(days=3))
     thresholds = compute_thresholds()
-    found = set(stuck_tasks(thresholds).values_list("pk", flat=True))
-    assert found == {late.pk, very_old_high.pk}
+    found = [task.pk for task in stuck_tasks(thresholds, limit=50)]
+    assert found == [very_old_high.pk, late.pk]  # the longest in flight first
     assert thresholds.is_stuck(late)
     assert not thresholds.is_stuck(fresh)
     assert not thresholds.is_stuck(high)
     assert not thresholds.is_stuck(finished)
     assert not thresholds.is_stuck(unknown)
+
+
+def test_stuck_tasks_include_a_product_that_is_not_among_ours():
+    # Vionlabs reported it (item_refresh's discovery): the default threshold applies.
+    odd = make_task(1, age=dt.timedelta(hours=7))
+    ProductTask.objects.filter(pk=odd.pk).update(product="brand_new_product")
+
+    found = [task.pk for task in stuck_tasks(compute_thresholds(), limit=50)]
+
+    assert found == [odd.pk]
+
+
+def test_stuck_tasks_stop_at_the_limit_longest_first():
+    tasks = [make_task(i, age=dt.timedelta(hours=7 + i)) for i in range(1, 6)]
+
+    found = [task.pk for task in stuck_tasks(compute_thresholds(), limit=2)]
+
+    assert found == [tasks[4].pk, tasks[3].pk]
 
 
 def test_compute_thresholds_costs_two_queries_however_long_the_history(django_assert_num_queries):

@@ -745,3 +745,21 @@ def test_429_message_rounds_the_wait_up_to_whole_seconds(mocked, header, shown):
     client, _ = make_client()
     with pytest.raises(VionlabsRateLimited, match=f"try again in {shown}\\."):
         client.create_task("tt1", "adbreaks", "1.0.1")
+
+
+def test_proxy_settings_are_read_from_the_environment_once_when_the_client_is_made(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    client, _ = make_client(base_url="https://apis.example.invalid")
+    assert client._session.proxies == {"https": "http://proxy.internal.invalid:3128"}
+    # A later change of the environment is not looked up again on every call (it cost CPU per request).
+    monkeypatch.setenv("HTTPS_PROXY", "http://other.invalid:3128")
+    assert client._session.trust_env is False
+    assert client._session.proxies["https"] == "http://proxy.internal.invalid:3128"
+
+
+def test_no_proxy_excludes_the_api_host(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "apis.example.invalid")
+    client, _ = make_client(base_url="https://apis.example.invalid")
+    assert "https" not in client._session.proxies

@@ -34,7 +34,11 @@ CHILDREN_LIMIT = 200
 @require_GET
 @viewer_required
 def overview(request: HtmxHttpRequest) -> HttpResponse:
-    return render(request, "catalog/overview.html", selectors.overview_context())
+    """The overview; its live region asks for itself every OVERVIEW_REFRESH_SECONDS (database only)."""
+    template = "catalog/overview.html"
+    if request.htmx and request.htmx.target == "overview-live":
+        template += "#overview-live"
+    return render(request, template, selectors.overview_context())
 
 
 # --- catalog page --------------------------------------------------------------------------------------
@@ -62,7 +66,7 @@ def item_list(request: HtmxHttpRequest) -> HttpResponse:
             unique=sort.lstrip("-") == "inventory_id",
         )
         rows = build_rows(page.rows, products)
-        count, count_exact = bounded_count(qs)
+        count, count_exact = bounded_count(form.countable(qs))
     base_query = request.GET.copy()
     for name in ("after", "before"):
         base_query.pop(name, None)

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connection
 
-from dashboard.catalog import operations, sync
+from dashboard.catalog import counts, operations, sync
 from dashboard.catalog.management.progress import Progress
 
 
@@ -62,6 +62,9 @@ class Command(BaseCommand):
                 # worker went away (a restart mid-run), which django-tasks-db would leave running forever.
                 for operation_id in operations.operation_resume_stale():
                     self.stdout.write(f"Operation {operation_id} had stopped making progress: resumed.")
+                # Fold the overview's count log (one row per change since the last cycle) back into one row
+                # per key, so reading it stays a few milliseconds.
+                counts.compact()
                 if every is None:
                     return
                 time.sleep(max(0.0, every - (time.monotonic() - started)))
