@@ -5,6 +5,7 @@ library frames: a request that failed inside `requests` holds the full URL, `?ke
 them. This filter blanks any frame variable whose text contains the key in any encoding it travels in.
 """
 
+from collections.abc import ItemsView
 from types import FrameType
 from typing import Any
 
@@ -20,12 +21,12 @@ REDACTED = "[value hidden: it contains the Vionlabs API key]"
 class KeyRedactingExceptionReporterFilter(SafeExceptionReporterFilter):
     def get_traceback_frame_variables(
         self, request: HttpRequest | None, tb_frame: FrameType
-    ) -> list[tuple[str, Any]]:
+    ) -> ItemsView[str, Any]:
         variables = super().get_traceback_frame_variables(request, tb_frame)
         key = getattr(settings, "VIONLABS_API_KEY", "")
         if not key:
             return variables
-        return [(name, self._hide_key(value, key)) for name, value in variables]
+        return {name: self._hide_key(value, key) for name, value in variables}.items()
 
     @staticmethod
     def _hide_key(value: object, key: str) -> object:

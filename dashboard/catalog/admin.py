@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import ActionLocation
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
@@ -119,9 +119,9 @@ def _status_change(before: str, task: ProductTask) -> str:
     return f"{before or 'no answer'} → {after}" if before != task.status else f"still {after}"
 
 
-def _actor(request: HttpRequest) -> AbstractBaseUser | None:
+def _actor(request: HttpRequest) -> User | None:
     """Who acts: the admin serves only logged-in staff, so never the anonymous user."""
-    return request.user if request.user.is_authenticated else None
+    return services.acting_user(request.user)
 
 
 def _default_settings() -> dict[str, ProductSetting]:

@@ -23,6 +23,7 @@ from .models import (
     TaskStatus,
 )
 from .pagination import MAX_ID, decode_cursor
+from .querysets import CatalogItemQuerySet, ProductTaskQuerySet
 from .results import ResultParams
 from .validators import INVENTORY_ID_MAX_LENGTH, VERSION_MAX_LENGTH, validate_storable_text
 
@@ -122,8 +123,8 @@ class CatalogFilterForm(CursorFieldsMixin, forms.Form):
         return self.cleaned_data.get("version", "").strip()
 
     def filter_items(
-        self, qs: QuerySet[CatalogItem], *, settings: Iterable[ProductSetting] | None = None
-    ) -> QuerySet[CatalogItem]:
+        self, qs: CatalogItemQuerySet, *, settings: Iterable[ProductSetting] | None = None
+    ) -> CatalogItemQuerySet:
         """The items matching the filter. Raises ValueError on an invalid filter: acting on a partial filter
         would touch items the operator did not choose."""
         if not self.is_valid():
@@ -223,7 +224,7 @@ class TaskFilterForm(CursorFieldsMixin, forms.Form):
     def clean_status(self) -> str:
         return self.cleaned_data.get("status", "").strip()
 
-    def filter_tasks(self, qs: QuerySet[ProductTask]) -> QuerySet[ProductTask]:
+    def filter_tasks(self, qs: ProductTaskQuerySet) -> ProductTaskQuerySet:
         """The tasks matching the filter (the `stuck` flag is applied by the caller, who has the thresholds).
         Raises ValueError on an invalid filter."""
         if not self.is_valid():
@@ -256,7 +257,9 @@ class TaskCreateForm(forms.Form):
     def __init__(self, *args: Any, settings: list[ProductSetting], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.product_settings = {s.product: s for s in settings}
-        self.fields["product"].choices = [(s.product, s.get_product_display()) for s in settings]
+        product_field = self.fields["product"]
+        assert isinstance(product_field, forms.ChoiceField)
+        product_field.choices = [(s.product, s.get_product_display()) for s in settings]
         if not self.is_bound and settings:
             chosen = self.product_settings.get(self.initial.get("product", ""), settings[0])
             self.initial.setdefault("product", chosen.product)
@@ -401,7 +404,7 @@ class WebhookPayloadForm(forms.Form):
         """The first problem, in field order (the task's key first)."""
         for name in self.fields:
             if name in self.errors:
-                return self.errors[name][0]
+                return str(self.errors[name][0])
         return ""
 
 

@@ -6,7 +6,7 @@ lives in services.py.
 """
 
 import datetime as dt
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -17,6 +17,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.vionlabs import FINAL_STATUSES, IN_FLIGHT_STATUSES, Priority, Product, Status
+
+if TYPE_CHECKING:  # for an annotation only: stuck.py imports this module
+    from .stuck import Threshold
 
 from .querysets import (
     IN_FLIGHT_SINCE_FIELDS,
@@ -152,6 +155,15 @@ class CatalogItem(models.Model):
 
 class ProductTask(models.Model):
     """What we know of one Vionlabs task, addressed by its natural key (item, product, version)."""
+
+    # Not stored: what selectors attach to the rows a page shows (and `inflight_since`, the annotation of
+    # `with_inflight_since()`). Declared so that the type checker knows them.
+    stuck: bool
+    threshold: "Threshold"
+    in_flight_for: dt.timedelta
+    inflight_since: dt.datetime
+    timeline: list[Any]
+    not_applicable: str
 
     item = models.ForeignKey(CatalogItem, on_delete=models.CASCADE, related_name="tasks")
     product = models.CharField(max_length=32, choices=ProductChoices)

@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Max, Q, QuerySet
@@ -142,7 +141,9 @@ def enabled_setting(product: str) -> ProductSetting:
 # --- Selection -----------------------------------------------------------------------------------------
 
 
-def selection_create(*, items: QuerySet[CatalogItem] | Iterable[int], actor: Any = None) -> Selection:
+def selection_create(
+    *, items: QuerySet[CatalogItem] | Iterable[int], actor: services.Actor = None
+) -> Selection:
     """Keep items chosen one by one under a new token (ids are written in batches, never posted back).
     Raises OperationRefused for an empty selection or one over MAX_SELECTED_ITEMS."""
     if isinstance(items, QuerySet):
@@ -168,7 +169,7 @@ def selection_create(*, items: QuerySet[CatalogItem] | Iterable[int], actor: Any
             f"{size:,} items were chosen one by one; at most {MAX_SELECTED_ITEMS:,} can be. Use a filter on the "
             "catalog and “all matching this filter” instead."
         )
-    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+    user = services.acting_user(actor)
     # Selections live as long as a preview is looked at; a week covers any preview left open.
     Selection.objects.filter(created_at__lt=timezone.now() - SELECTION_KEPT).delete()
     with transaction.atomic():
@@ -355,7 +356,7 @@ def operation_start(
     version: str,
     priority: str = PriorityChoices.LOW,
     reason: str,
-    actor: AbstractBaseUser | None = None,
+    actor: services.Actor = None,
     filter_query: str | None = None,
     selection: Selection | None = None,
     items: QuerySet[CatalogItem] | None = None,
@@ -411,7 +412,7 @@ def operation_start(
             operation = Operation.objects.create(
                 kind=kind,
                 state=OperationState.FREEZING,
-                created_by=actor if actor is not None and actor.is_authenticated else None,
+                created_by=services.acting_user(actor),
                 reason=reason,
                 params={
                     "product": product,
@@ -450,7 +451,7 @@ def operation_cancel(*, operation: Operation) -> Operation:
 
 
 def operation_retry_failures(
-    *, operation: Operation, actor: AbstractBaseUser | None = None, reason: str = ""
+    *, operation: Operation, actor: services.Actor = None, reason: str = ""
 ) -> Operation:
     """Start a new operation of the same kind and parameters over the items that failed in this one."""
     if operation.is_active:

@@ -38,7 +38,7 @@ EVENT_LIMIT = 300
 OVERVIEW_REFRESH_SECONDS = 30
 #: `rows=item` (item page) and `rows=tasks` (tasks page): the poll sends whole task rows, not only badges.
 POLL_ROW_MODES = ("item", "tasks")
-KNOWN_STATUS_ORDER = [
+KNOWN_STATUS_ORDER: list[str] = [
     TaskStatus.PENDING,
     TaskStatus.PROCESSING,
     TaskStatus.DONE,
@@ -73,7 +73,7 @@ def status_choices(current: str = "") -> list[tuple[str, str]]:
     """A status filter's options: the known statuses, "no answer yet", then any other status present
     (statuses_present), and the current value should it be none of these."""
     present = statuses_present()
-    choices = [(str(status), status.label) for status in KNOWN_STATUS_ORDER]
+    choices = [(status, TaskStatus(status).label) for status in KNOWN_STATUS_ORDER]
     choices.append((UNANSWERED, "No answer yet"))
     known = {value for value, _ in choices} | {""}
     others = sorted((present - known) | ({current} - known))
@@ -229,9 +229,9 @@ def build_rows(items: list[CatalogItem], products: list[ProductSetting]) -> list
     for item in items:
         cells = []
         for setting in products:
-            task = choose_task(by_item.get((item.pk, setting.product), []), setting.default_version)
+            chosen = choose_task(by_item.get((item.pk, setting.product), []), setting.default_version)
             rollup = rollups[item.pk][setting.product] if item.pk in rollups else None
-            cells.append(Cell(product=setting, task=task, rollup=rollup, item_pk=item.pk))
+            cells.append(Cell(product=setting, task=chosen, rollup=rollup, item_pk=item.pk))
         rows.append(ItemRow(item=item, cells=cells))
     return rows
 

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
@@ -69,7 +69,8 @@ from .results import (
 from .validators import VERSION_MAX_LENGTH, validate_version
 
 #: Whoever acted: a user, or None for the system.
-User = AbstractBaseUser
+#: Who asks for an action: a user (the anonymous one counts as nobody), or None for the system.
+Actor = User | AnonymousUser | None
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +129,9 @@ def ensure_no_transaction() -> None:
         ) from nested
 
 
-def _actor(user: "User | None") -> "User | None":
-    if user is None or not getattr(user, "is_authenticated", False):
+def acting_user(user: Actor) -> User | None:
+    """The user to record as having acted: None for the system and for an anonymous request."""
+    if user is None or isinstance(user, AnonymousUser) or not user.is_authenticated:
         return None
     return user
 
@@ -295,7 +297,7 @@ def _stale_note(answer: _Answer) -> str:
 class _Who:
     """Who acted, from where, as part of what, and why: copied onto every event of one service call."""
 
-    actor: "User | None"
+    actor: User | None
     source: str
     operation: Operation | None
     note: str = ""
@@ -428,7 +430,7 @@ def task_create(
     product: str,
     version: str,
     priority: str = "low",
-    actor: "User | None" = None,
+    actor: Actor = None,
     source: str = EventSource.USER,
     operation: Operation | None = None,
     note: str = "",
@@ -437,7 +439,7 @@ def task_create(
     ensure_no_transaction()  # before the first write too: inside a caller's transaction nothing would commit
     _validate_create(product=product, version=version, priority=priority)
     check_applies(item=item, product=product)
-    who = _Who(_actor(actor), source, operation, note)
+    who = _Who(acting_user(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
         # A new row is inserted already marked (one write instead of two: bulk runs create thousands).
@@ -475,7 +477,7 @@ def task_create(
 def task_retry(
     *,
     task: ProductTask,
-    actor: "User | None" = None,
+    actor: Actor = None,
     source: str = EventSource.USER,
     operation: Operation | None = None,
     note: str = "",
@@ -483,7 +485,7 @@ def task_retry(
     """Create a failed or deactivated task again (a new POST on the same key); raises ActionRefused or the
     client's error."""
     ensure_no_transaction()
-    who = _Who(_actor(actor), source, operation, note)
+    who = _Who(acting_user(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
         task = ProductTask.objects.select_for_update(of=("self",)).select_related("item").get(pk=task.pk)
@@ -694,7 +696,7 @@ def _reconcile_create(
 def task_deactivate(
     *,
     task: ProductTask,
-    actor: "User | None" = None,
+    actor: Actor = None,
     source: str = EventSource.USER,
     operation: Operation | None = None,
     note: str = "",
@@ -702,7 +704,7 @@ def task_deactivate(
     """Deactivate the task at Vionlabs (DELETE) and record the answer; raises ActionRefused or the client's
     error (VionlabsNotFound when Vionlabs has no such task)."""
     ensure_no_transaction()
-    who = _Who(_actor(actor), source, operation, note)
+    who = _Who(acting_user(actor), source, operation, note)
     now = timezone.now()
     with transaction.atomic():
         task = ProductTask.objects.select_for_update(of=("self",)).select_related("item").get(pk=task.pk)
@@ -792,13 +794,13 @@ def _read_task(task: ProductTask) -> TaskState:
 def task_refresh(
     *,
     task: ProductTask,
-    actor: "User | None" = None,
+    actor: Actor = None,
     source: str = EventSource.USER,
     operation: Operation | None = None,
 ) -> ProductTask:
     """Read one task's status from Vionlabs (GET) and record it with an event; raises the client's error."""
     ensure_no_transaction()
-    who = _Who(_actor(actor), source, operation)
+    who = _Who(acting_user(actor), source, operation)
     # The time first, then the row: a mutation not yet marked when the row is read starts after this time,
     # so its answer counts as newer than ours. One already marked may be served before or after our GET.
     observed_at = timezone.now()
@@ -847,7 +849,7 @@ LinkReadAllowance = Callable[[int], int]
 def item_refresh(
     *,
     item: CatalogItem,
-    actor: "User | None" = None,
+    actor: Actor = None,
     source: str = EventSource.SYNC,
     operation: Operation | None = None,
     link_reads: LinkReadAllowance | None = None,
@@ -857,7 +859,7 @@ def item_refresh(
     is then read once on its own (GET task), for its new `_links` (the listing carries none): as many as
     `link_reads` allows, all without it. Raises the client's error (of the listing)."""
     ensure_no_transaction()
-    who = _Who(_actor(actor), source, operation)
+    who = _Who(acting_user(actor), source, operation)
     client = get_client()
     observed_at = timezone.now()  # before reading the markers: see task_refresh
     busy_at_start = set(
@@ -871,7 +873,7 @@ def item_refresh(
     except VionlabsError as error:
         _record_item_failure(item=item, error=error, who=who)
         raise
-    product_limit = ProductTask._meta.get_field("product").max_length
+    product_limit = ProductTask._meta.get_field("product").max_length or 0
     version_limit = VERSION_MAX_LENGTH
     changed: list[ProductTask] = []
     with transaction.atomic():

@@ -20,7 +20,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import HttpResponse, QueryDict
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -118,7 +118,7 @@ def _hidden_selection(spec: dict[str, Any], data: QueryDict) -> list[tuple[str, 
 
 
 def _render_preview(
-    request: HtmxHttpRequest,
+    request: HttpRequest,
     choices: dict[str, str],
     *,
     data: QueryDict | None = None,
@@ -132,7 +132,13 @@ def _render_preview(
     try:
         if items is None or spec is None:
             items, spec = _selection(data, request.user)
-        preview = operations.operation_preview(items=items, **choices)
+        preview = operations.operation_preview(
+            items=items,
+            kind=choices["kind"],
+            product=choices["product"],
+            version=choices["version"],
+            priority=choices["priority"],
+        )
     except (BadSelection, operations.OperationRefused) as problem:
         error = error or str(problem)
     context = {
@@ -151,7 +157,7 @@ def _render_preview(
 
 
 def preview_for_items(
-    request: HtmxHttpRequest,
+    request: HttpRequest,
     items: QuerySet[CatalogItem],
     *,
     kind: str = OperationKind.CREATE,
