@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run prod test test-fast test-slow lint format check bench bench-sandbox bench-bulk bench-load soak clean help
+.PHONY: run prod test test-fast test-slow smoke lint format check bench bench-sandbox bench-bulk bench-load soak clean help
 
 help:
 	@sed -n '1,5p' Makefile
@@ -39,6 +39,11 @@ test-fast: $(STAMP)
 # Only the long-running tests (soak, large imports) that `make test` leaves out.
 test-slow: $(STAMP)
 	$(PY) -m pytest --run-slow -m slow $(PYTEST_ARGS)
+
+# The production stack end to end on a fresh PostgreSQL database (dashboard_smoke; ports 8230-8231): gunicorn,
+# 2 workers, the scheduler, a faulty sandbox, a 500-item bulk create driven over HTTP (scripts/smoke.py).
+smoke: $(STAMP)
+	$(PY) scripts/smoke.py
 
 # Benchmarks print numbers; they are not tests. `make bench` prints one table: every page beside its admin
 # changelist and the login page, the scheduler, and the import and bulk rows. Bigger runs (docs/scaling.md):

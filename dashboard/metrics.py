@@ -12,6 +12,7 @@ import hmac
 import ipaddress
 import logging
 import os
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
@@ -27,6 +28,10 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from dashboard.catalog import gauges, selectors, sync
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,68 @@ def observe_vionlabs_call(method: str, endpoint: str, outcome: str, seconds: flo
     """The client's `on_call` observer: `endpoint` is a name such as "task.get", never a path or a key."""
     VIONLABS_CALLS.labels(endpoint=endpoint, outcome=outcome).inc()
     VIONLABS_CALL_SECONDS.labels(endpoint=endpoint).observe(seconds)
+
+
+#: The circuit breaker's states, one gauge each (1 for the current one), so a panel can show it as a state.
+CIRCUIT_STATES = ("closed", "half-open", "open")
+
+
+class StateCollector(Collector):
+    """The database's state, read at scrape time (never written by the processes): tasks by product and
+    status, the circuit breaker, the job queue, the oldest in-flight task, sync lag and running operations."""
+
+    def collect(self) -> Iterator[Metric]:
+        tasks = GaugeMetricFamily(
+            "dashboard_tasks",
+            "Tasks by product and status (status '' is not answered yet); up to 60 s old.",
+            labels=["product", "status"],
+        )
+        for (product, status), n in sorted(selectors.task_counts().items()):
+            tasks.add_metric([product, status], n)
+        yield tasks
+
+        breaker = sync.breaker_status()
+        circuit = GaugeMetricFamily(
+            "dashboard_vionlabs_circuit_state",
+            "The scheduler's circuit breaker towards Vionlabs: 1 for the current state.",
+            labels=["state"],
+        )
+        for state in CIRCUIT_STATES:
+            circuit.add_metric([state], 1 if breaker.state == state else 0)
+        yield circuit
+
+        queue = GaugeMetricFamily(
+            "dashboard_jobs", "Background jobs by state (django-tasks-db).", labels=["state"]
+        )
+        for state, n in gauges.queue_depth().items():
+            queue.add_metric([state], n)
+        yield queue
+
+        yield GaugeMetricFamily(
+            "dashboard_oldest_in_flight_task_age_seconds",
+            "How long the longest-waiting in-flight task has been in its current status.",
+            value=gauges.oldest_in_flight_age(),
+        )
+        yield GaugeMetricFamily(
+            "dashboard_sync_lag_seconds",
+            "How long the most overdue in-flight task has waited past its next scheduled check.",
+            value=gauges.sync_lag(),
+        )
+
+        progress = GaugeMetricFamily(
+            "dashboard_operation_items",
+            "Items of each unfinished bulk operation, by outcome (total: the operation's size).",
+            labels=["operation", "kind", "outcome"],
+        )
+        for op in gauges.active_operations():
+            for outcome, n in (
+                ("total", op.total),
+                ("done", op.done),
+                ("skipped", op.skipped),
+                ("failed", op.failed),
+            ):
+                progress.add_metric([str(op.pk), op.kind, outcome], n)
+        yield progress
 
 
 def _registry() -> CollectorRegistry:
@@ -89,4 +156,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
             response = HttpResponse("A valid bearer token is required.\n", status=401)
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
-    return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
+    state = CollectorRegistry(auto_describe=False)
+    state.register(StateCollector())
+    body = generate_latest(_registry()) + generate_latest(state)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

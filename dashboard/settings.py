@@ -205,6 +205,33 @@ SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)/?$"]
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
 
+# --- Operations: alerts -----------------------------------------------------------------------------------
+# The scheduler sends a digest of new failures and newly stuck tasks (dashboard/catalog/alerts.py) by e-mail to
+# ALERT_EMAILS and/or as JSON (Slack-compatible `text`) to ALERT_WEBHOOK_URL, at most every ALERT_INTERVAL
+# seconds. Links in it start with SITE_URL. Mail goes through Django's default mailer (EMAIL_* variables).
+ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
+ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
+ALERT_WEBHOOK_TIMEOUT = env.float("ALERT_WEBHOOK_TIMEOUT", default=10.0)
+ALERT_INTERVAL = env.int("ALERT_INTERVAL", default=15 * 60)
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+_EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+# The SMTP options only for the SMTP backend: the others (console, locmem, file) refuse unknown options.
+_SMTP_OPTIONS = {
+    "host": env.str("EMAIL_HOST", default="localhost"),
+    "port": env.int("EMAIL_PORT", default=25),
+    "username": env.str("EMAIL_HOST_USER", default=""),
+    "password": env.str("EMAIL_HOST_PASSWORD", default=""),
+    "use_tls": env.bool("EMAIL_USE_TLS", default=False),
+    "timeout": env.int("EMAIL_TIMEOUT", default=10),
+}
+MAILERS = {
+    "default": {
+        "BACKEND": _EMAIL_BACKEND,
+        "OPTIONS": _SMTP_OPTIONS if _EMAIL_BACKEND.endswith("smtp.EmailBackend") else {},
+    }
+}
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="dashboard@localhost")
+
 # --- Background work (django.tasks) -------------------------------------------------------------------
 # django-tasks-db keeps the queue in the same database; its worker is `manage.py db_worker`. Moving to
 # another backend is a change here only: code uses nothing but the django.tasks API.

@@ -7,7 +7,8 @@ import or touching the good rows around it.
 
 Rules (also in docs/catalog.md):
 - Columns `inventory_id`, `title`, `kind` (blank means standalone), `parent_id`; every other column goes into
-  `metadata`, which a re-import replaces as a whole. `vionlabs_id` is never touched by a file import.
+  `metadata`, which a re-import replaces as a whole. In CSV, one leading apostrophe before a formula-like cell
+  (`'=…`, `'+…`, `'-…`, `'@…`) is dropped, as a spreadsheet does: the catalog export writes them (exports.py). `vionlabs_id` is never touched by a file import.
 - A duplicate inventory id within one file: the first row wins; later ones are reported as bad rows.
 - A title longer than the model allows is a bad row (the row is not imported): nothing is cut silently.
 - A parent that appears later in the file is resolved at the end. A parent found neither in the file nor in
@@ -36,6 +37,7 @@ from django.utils import timezone
 from dashboard.vionlabs import CatalogEntry
 from dashboard.vionlabs.errors import VionlabsError
 
+from .exports import unescape_cell
 from .models import CatalogItem, ItemKind
 from .validators import validate_inventory_id
 
@@ -429,7 +431,9 @@ def _csv_rows(text: io.TextIOWrapper) -> Iterator[_Row | RowError]:
             continue
         values: dict[str, Any] = {}
         metadata: dict[str, Any] = {}
-        for name, value in zip(names, fields, strict=True):
+        for name, raw in zip(names, fields, strict=True):
+            # A leading apostrophe guards a formula-like cell in a spreadsheet (and in our own exports).
+            value = unescape_cell(raw)
             if name in _KNOWN_COLUMNS:
                 values[name] = value
             elif value != "":

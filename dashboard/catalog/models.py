@@ -636,3 +636,21 @@ class TaskResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id} · {self.params or 'defaults'} @ {self.fetched_at:%Y-%m-%d %H:%M}"
+
+
+class AlertCursor(models.Model):
+    """How far the alert digests have got: one row (`name="digest"`), locked while a scheduler decides to send,
+    so that concurrent schedulers never report the same event twice."""
+
+    name = models.CharField(max_length=32, unique=True)
+    # The last TaskEvent already reported (failures are events with status_after "failed").
+    last_event_id = models.BigIntegerField(default=0)
+    # Tasks that became stuck up to this moment have been reported.
+    stuck_checked_at = models.DateTimeField(null=True, blank=True)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    last_sent_to = models.TextField(blank=True)
+    last_summary = models.TextField(blank=True)
+    last_error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: event {self.last_event_id}, sent {self.last_sent_at}"

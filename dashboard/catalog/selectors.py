@@ -10,13 +10,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.http import QueryDict
 from django.urls import reverse
 from django.utils import timezone
 
 from .counts import Counts, read_counts
-from .forms import CONTAINER_KINDS, UNANSWERED, CatalogFilterForm, TaskCreateForm
+from .forms import CONTAINER_KINDS, UNANSWERED, CatalogFilterForm, TaskCreateForm, TaskFilterForm
 from .models import (
     UPSTREAM_NAME,
     CatalogItem,
@@ -29,7 +29,7 @@ from .models import (
     UpstreamHealth,
 )
 from .pagination import Page, keyset_page
-from .stuck import compute_thresholds, stuck_tasks
+from .stuck import StuckThresholds, compute_thresholds, stuck_filter, stuck_tasks
 from .templatetags.catalog_ui import NOT_REQUESTED
 
 #: History rows shown on an item page.
@@ -614,3 +614,23 @@ def results_available(items: Iterable[CatalogItem]) -> dict[int, list[tuple[str,
         pk: [(str(p.value), str(p.label).lower(), (pk, p.value) in done) for p in RESULT_SUMMARY_PRODUCTS]
         for pk in ids
     }
+
+
+# --- Task counts for /metrics -----------------------------------------------------------------------------
+
+
+def task_counts() -> dict[tuple[str, str], int]:
+    """{(product, status): number of tasks}, exact, from the count log the database triggers keep (counts.py):
+    a read of a few rows however large the catalog, so a scrape can ask every time."""
+    totals: dict[tuple[str, str], int] = defaultdict(int)
+    for (product, _version, status, _kind), n in read_counts().tasks.items():
+        totals[(product, status)] += n
+    return {key: n for key, n in totals.items() if n}
+
+
+def filtered_tasks(form: TaskFilterForm, thresholds: StuckThresholds) -> QuerySet[ProductTask]:
+    """The tasks the task page lists for a valid `form`, the stuck flag included (the page and the export)."""
+    qs = form.filter_tasks(ProductTask.objects.all())
+    if form.cleaned_data["stuck"]:
+        qs = qs.with_inflight_since().filter(stuck_filter(thresholds))
+    return qs

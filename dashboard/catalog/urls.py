@@ -1,12 +1,14 @@
 from django.urls import path
 
-from .views import actions, operations, pages, poll, results, webhook
+from .views import actions, export, operations, pages, poll, results, webhook
 
 app_name = "catalog"
 
 urlpatterns = [
     path("", pages.overview, name="overview"),
     path("items/", pages.item_list, name="item-list"),
+    path("items/export.csv", export.item_export, {"fmt": "csv"}, name="item-export-csv"),
+    path("items/export.jsonl", export.item_export, {"fmt": "jsonl"}, name="item-export-jsonl"),
     path("items/<int:pk>/", pages.item_detail, name="item-detail"),
     # A link that survives a re-import (new pk): any characters, slashes included.
     path("items/by-id/<path:inventory_id>", pages.item_by_id, name="item-by-id"),
@@ -14,6 +16,8 @@ urlpatterns = [
     path("items/<int:pk>/tasks/", actions.task_create, name="task-create"),
     path("items/<int:pk>/refresh/", actions.item_refresh, name="item-refresh"),
     path("tasks/", pages.task_list, name="task-list"),
+    path("tasks/export.csv", export.task_export, {"fmt": "csv"}, name="task-export-csv"),
+    path("tasks/export.jsonl", export.task_export, {"fmt": "jsonl"}, name="task-export-jsonl"),
     path("tasks/<int:pk>/refresh/", actions.task_refresh, name="task-refresh"),
     path("tasks/<int:pk>/deactivate/", actions.task_deactivate, name="task-deactivate"),
     path("tasks/<int:pk>/retry/", actions.task_retry, name="task-retry"),

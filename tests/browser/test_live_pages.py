@@ -144,7 +144,7 @@ def test_a_page_left_open_sees_another_operators_bulk_operation_change_its_rows(
         operation_id = int(re.search(r"/operations/(\d+)/$", theirs.url).group(1))
     finally:
         other.close()
-    background.once(lambda: operations.operation_run(operation_id=operation_id))  # the worker's part
+    background.once(lambda: operations.operation_work(operation_id=operation_id))  # the worker's part
 
     for item in items:
         expect(page.locator(f"#badge-{item.pk}-adbreaks")).not_to_contain_text("not requested")

@@ -7,9 +7,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from .. import selectors
+from .. import alerts, selectors
 from ..forms import CatalogFilterForm, TaskCreateForm, TaskFilterForm, parse_depth
-from ..models import CatalogItem, OperationKind, PriorityChoices, ProductTask
+from ..models import CatalogItem, OperationKind, PriorityChoices
 from ..pagination import Page, bounded_count, keyset_page
 from ..permissions import viewer_required
 from ..selectors import (
@@ -24,7 +24,7 @@ from ..selectors import (
     status_choices,
     task_is_active,
 )
-from ..stuck import compute_thresholds, stuck_filter
+from ..stuck import compute_thresholds
 from .common import HtmxHttpRequest
 
 #: Children shown when a series or season is expanded; the rest are one filtered catalog page away.
@@ -38,7 +38,7 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
     template = "catalog/overview.html"
     if request.htmx and request.htmx.target == "overview-live":
         template += "#overview-live"
-    return render(request, template, selectors.overview_context())
+    return render(request, template, {**selectors.overview_context(), "last_alert": alerts.last_alert()})
 
 
 # --- catalog page --------------------------------------------------------------------------------------
@@ -151,9 +151,7 @@ def task_list(request: HtmxHttpRequest) -> HttpResponse:
     page = Page(rows=[], next_cursor=None, prev_cursor=None)
     count, count_exact = 0, True
     if form.is_valid():
-        qs = form.filter_tasks(ProductTask.objects.all())
-        if form.cleaned_data["stuck"]:
-            qs = qs.with_inflight_since().filter(stuck_filter(thresholds))
+        qs = selectors.filtered_tasks(form, thresholds)
         page = keyset_page(
             qs.select_related("item"),
             field_name="pk",

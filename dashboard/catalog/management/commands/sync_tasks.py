@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connection
 
-from dashboard.catalog import counts, operations, sync
+from dashboard.catalog import alerts, counts, operations, sync
 from dashboard.catalog.management.progress import Progress
 
 
@@ -65,6 +65,10 @@ class Command(BaseCommand):
                 # Fold the overview's count log (one row per change since the last cycle) back into one row
                 # per key, so reading it stays a few milliseconds.
                 counts.compact()
+                # And the alert digest (at most every ALERT_INTERVAL; once per event across schedulers).
+                digest = alerts.send_digest_if_due()
+                if digest is not None and self.verbosity >= 1:
+                    self.stdout.write(f"Alert sent to {alerts.recipients()}: {digest.subject}.")
                 if every is None:
                     return
                 time.sleep(max(0.0, every - (time.monotonic() - started)))
