@@ -37,6 +37,20 @@ def client_ip(request: HttpRequest) -> str | None:
     return _valid_ip(remote) or remote or None
 
 
+#: `axes.AccessAttempt.username` is a varchar(255): a longer name would fail the write on PostgreSQL.
+ATTEMPT_USERNAME_MAX_LENGTH = 255
+
+
+def attempt_username(request: HttpRequest, credentials: Mapping[str, Any] | None) -> str:
+    """The username a log-in attempt counts against (AXES_USERNAME_CALLABLE): as typed, but without NUL and cut
+    to what the attempts table holds, so a hostile username is a failed log-in, never a database error. No
+    real username is that long (Django's are at most 150 characters), so the cut merges no two accounts."""
+    value = (credentials or {}).get("username")
+    if value is None:
+        value = request.POST.get("username", "")
+    return str(value).replace("\x00", "")[:ATTEMPT_USERNAME_MAX_LENGTH]
+
+
 def lockout_response(
     request: HttpRequest, original_response: HttpResponse | None, credentials: Mapping[str, Any] | None
 ) -> HttpResponse:

@@ -58,6 +58,8 @@ MIDDLEWARE = [
     "dashboard.health.ProbeMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    # Before anything reads a parameter: a NUL in the query string is a 400, never a query PostgreSQL refuses.
+    "dashboard.catalog.middleware.NullQueryMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -84,6 +86,7 @@ AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", defaul
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "dashboard.login_guard.client_ip"
+AXES_USERNAME_CALLABLE = "dashboard.login_guard.attempt_username"
 AXES_LOCKOUT_CALLABLE = "dashboard.login_guard.lockout_response"
 # Axes announces itself at INFO in every process that starts (web, worker, scheduler, each command):
 # noise in a terminal and in the logs. Lockouts are still logged as warnings.
@@ -246,6 +249,9 @@ VIONLABS_API_URL = env.str("VIONLABS_API_URL", default="http://127.0.0.1:8001")
 VIONLABS_API_KEY = env.str("VIONLABS_API_KEY", default=SANDBOX_API_KEY)
 VIONLABS_TIMEOUT = env.float("VIONLABS_TIMEOUT", default=10.0)
 VIONLABS_MAX_RETRIES = env.int("VIONLABS_MAX_RETRIES", default=3)
+# Seconds one click (create, retry, deactivate, refresh) may spend on Vionlabs in all, its settling reads
+# included: well under a web worker's timeout (GUNICORN_TIMEOUT, gunicorn's default 30 s).
+REQUEST_ACTION_BUDGET = env.float("REQUEST_ACTION_BUDGET", default=8.0)
 # Shared secret Vionlabs sends in the `x-api-key` header of its webhook calls; empty disables the endpoint.
 VIONLABS_WEBHOOK_SECRET = env.str("VIONLABS_WEBHOOK_SECRET", default="")
 

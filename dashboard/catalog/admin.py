@@ -7,12 +7,14 @@ change has its TaskEvent. Changelists use `list_select_related` so their query c
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.options import ActionLocation
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
@@ -21,7 +23,7 @@ from dashboard.vionlabs.errors import VionlabsError
 
 from . import services
 from .admin_import import catalog_import_view_for
-from .forms import ProductSettingForm
+from .forms import ProductSettingForm, parse_id
 from .models import (
     CatalogItem,
     EventSource,
@@ -66,6 +68,18 @@ class OperateTasksMixin:
 
     def has_operate_tasks_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(OPERATE_PERMISSION)
+
+    def response_action(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Any],
+        action_location: ActionLocation = ActionLocation.CHANGE_LIST,
+    ) -> HttpResponse | None:
+        # Django filters by the posted ids as given: "abc", "²" or a 5,000-digit id would be a 500.
+        if any(parse_id(value) is None for value in request.POST.getlist(ACTION_CHECKBOX_NAME)):
+            messages.error(request, "The selection holds something that is not a row id; nothing was done.")
+            return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset, action_location)  # type: ignore[misc]
 
 
 def _short(text: str, length: int = 80) -> str:

@@ -6,6 +6,7 @@ connections for every thread, and all clients share one `Throttle`, so a 429 slo
 """
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ _lock = threading.Lock()
 _clients: OrderedDict[tuple[str, str, float, int, bool], VionlabsClient] = OrderedDict()
 _throttle = Throttle()
 _interactive: ContextVar[bool] = ContextVar("vionlabs_interactive", default=False)
+#: The time.monotonic() by which Vionlabs calls in the current context must be done (None: no limit).
+_deadline: ContextVar[float | None] = ContextVar("vionlabs_deadline", default=None)
 
 
 @contextmanager
@@ -40,11 +43,46 @@ def interactive_calls() -> Iterator[None]:
         _interactive.reset(token)
 
 
+@contextmanager
+def time_budget(seconds: float) -> Iterator[None]:
+    """Vionlabs calls made in this block share `seconds` in all: get_client() returns a client bounded by the
+    deadline (VionlabsClient.until), so one click cannot hold a web worker for several full timeouts."""
+    deadline = time.monotonic() + seconds
+    current = _deadline.get()
+    token = _deadline.set(deadline if current is None else min(deadline, current))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+@contextmanager
+def keep_for_settling(share: float) -> Iterator[None]:
+    """Within a time budget, calls in this block may spend only `share` of the time left, keeping the rest
+    for the reads that settle their outcome should they time out. Without a budget, nothing changes."""
+    current = _deadline.get()
+    if current is None:
+        yield
+        return
+    token = _deadline.set(time.monotonic() + max(0.0, current - time.monotonic()) * share)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
 def get_client(*, max_timeout: float | None = None) -> VionlabsClient:
-    """Return the process-wide client for the current VIONLABS_* settings (created on first use).
+    """Return the process-wide client for the current VIONLABS_* settings (created on first use), bounded by
+    the current time budget if there is one.
 
     `max_timeout` caps VIONLABS_TIMEOUT for callers with a shorter deadline (a result fetched while a person
     waits on a page)."""
+    client = _shared_client(max_timeout)
+    deadline = _deadline.get()
+    return client if deadline is None else client.until(deadline)
+
+
+def _shared_client(max_timeout: float | None) -> VionlabsClient:
     timeout = float(settings.VIONLABS_TIMEOUT)
     if max_timeout is not None:
         timeout = min(timeout, max_timeout)

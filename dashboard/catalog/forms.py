@@ -22,10 +22,10 @@ from .models import (
     ProductTask,
     TaskStatus,
 )
-from .pagination import decode_cursor
+from .pagination import MAX_ID, decode_cursor
 from .querysets import CatalogItemQuerySet, ProductTaskQuerySet
 from .results import ResultParams
-from .validators import INVENTORY_ID_MAX_LENGTH, VERSION_MAX_LENGTH
+from .validators import INVENTORY_ID_MAX_LENGTH, VERSION_MAX_LENGTH, validate_storable_text
 
 #: The status filter's value for tasks Vionlabs has not answered for yet (stored as an empty status).
 UNANSWERED = "unanswered"
@@ -44,13 +44,44 @@ class CursorFieldsMixin(forms.Form):
     after = forms.CharField(required=False, widget=forms.HiddenInput, max_length=2000)
     before = forms.CharField(required=False, widget=forms.HiddenInput, max_length=2000)
 
+    #: The type of the sort key the list's cursors carry (the task list sorts by id).
+    cursor_value_type: type[int] | type[str] = str
+
     def clean_after(self) -> list[Any] | None:
         value = self.cleaned_data.get("after")
-        return decode_cursor(value) if value else None
+        return decode_cursor(value, value_type=self.cursor_value_type) if value else None
 
     def clean_before(self) -> list[Any] | None:
         value = self.cleaned_data.get("before")
-        return decode_cursor(value) if value else None
+        return decode_cursor(value, value_type=self.cursor_value_type) if value else None
+
+
+def parse_id(text: str) -> int | None:
+    """A row id from a request parameter, or None: ASCII digits only (`str.isdigit()` also takes "²", which
+    `int()` refuses) and within bigint, so a 5,000-digit id never reaches int() or the database."""
+    text = text.strip()
+    if not text or len(text) > len(str(MAX_ID)) or not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if 0 < value <= MAX_ID else None
+
+
+def parse_ids(text: str, *, limit: int) -> list[int]:
+    """The ids of a comma-separated list (at most `limit` of them); anything that is not an id is skipped."""
+    return [pk for part in text.split(",")[:limit] if (pk := parse_id(part)) is not None]
+
+
+#: How deep the catalog indents a row (series, season, episode and one more for safety).
+ROW_MAX_DEPTH = 3
+
+
+def parse_depth(text: str) -> int:
+    """A row's nesting depth from a request parameter: 0 unless it is plain ASCII digits, at most
+    ROW_MAX_DEPTH."""
+    text = text.strip()
+    if not text or len(text) > 4 or not (text.isascii() and text.isdigit()):
+        return 0
+    return min(int(text), ROW_MAX_DEPTH)
 
 
 def product_choices(blank: str) -> list[tuple[str, str]]:
@@ -188,6 +219,7 @@ class TaskFilterForm(CursorFieldsMixin, forms.Form):
     stuck = forms.BooleanField(label="Stuck only", required=False)
 
     FILTER_FIELDS = ("status", "product", "version", "priority", "age", "error", "stuck")
+    cursor_value_type = int
 
     def clean_status(self) -> str:
         return self.cleaned_data.get("status", "").strip()
@@ -279,7 +311,7 @@ class OperationChoicesForm(forms.Form):
     def choices(self) -> dict[str, str]:
         """The four choices, defaults filled in; call after `is_valid()`."""
         product, version, priority = self._text("product"), self._text("version"), self._text("priority")
-        if product and (not version or not priority):
+        if product in ProductChoices.values and (not version or not priority):
             setting = ProductSetting.objects.filter(product=product).first()
             if setting is not None:
                 version = version or setting.default_version
@@ -297,10 +329,16 @@ class OperationConfirmForm(OperationChoicesForm):
     one-time token."""
 
     reason = forms.CharField(required=False, strip=False)
-    expected_count = forms.IntegerField()
-    max_item_id = forms.IntegerField()
+    expected_count = forms.IntegerField(min_value=0, max_value=MAX_ID)
+    max_item_id = forms.IntegerField(min_value=0, max_value=MAX_ID)
     #: The preview's one-time token: a second confirmation of it shows the operation the first one started.
     confirm_token = forms.CharField(max_length=64)
+
+
+class OperationRetryForm(forms.Form):
+    """Retry an operation's failures: an optional reason (a blank one takes the operation's own)."""
+
+    reason = forms.CharField(required=False)
 
 
 class WebhookPayloadForm(forms.Form):
@@ -317,6 +355,14 @@ class WebhookPayloadForm(forms.Form):
         value = self.cleaned_data.get(name)
         if not isinstance(value, str) or not value.strip():
             raise forms.ValidationError(f"`{name}` is required and must be a non-empty string.")
+        return self._storable(name, value)
+
+    @staticmethod
+    def _storable(name: str, value: str) -> str:
+        try:
+            validate_storable_text(value)
+        except forms.ValidationError as error:
+            raise forms.ValidationError(f"`{name}`: {error.messages[0]}") from error
         return value
 
     def _too_long(self) -> forms.ValidationError:
@@ -348,11 +394,11 @@ class WebhookPayloadForm(forms.Form):
         value = self.cleaned_data.get("timestamp")
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise forms.ValidationError("`timestamp` must be a string or a number.")
-        return str(value)[:64]
+        return self._storable("timestamp", str(value)[:64])
 
     def clean_type(self) -> str:
         value = self.cleaned_data.get("type")
-        return value[:32] if isinstance(value, str) else ""
+        return self._storable("type", value[:32]) if isinstance(value, str) else ""
 
     def first_error(self) -> str:
         """The first problem, in field order (the task's key first)."""

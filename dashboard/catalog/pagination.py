@@ -12,6 +12,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
+from .validators import validate_storable_text
+
 #: Above this many matches a list says "10,000+" instead of counting a million rows on every page view.
 COUNT_LIMIT = 10_000
 
@@ -22,16 +24,42 @@ def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(text: str) -> list[Any]:
-    """The values of a cursor made by `encode_cursor`; raises ValidationError on anything else."""
+#: The range of a PostgreSQL bigint (Django's BigAutoField): a cursor beyond it names no row, and the
+#: database would refuse the number.
+MAX_ID = 2**63 - 1
+#: Longer than any sort key a page holds (titles and inventory ids are at most 255 characters).
+_MAX_CURSOR_TEXT = 1000
+_DAMAGED = "This page link is damaged: go back to the first page."
+
+
+def decode_cursor(text: str, *, value_type: type[int] | type[str] = str) -> list[Any]:
+    """The values of a cursor made by `encode_cursor` for a sort key of `value_type`: [value, pk]. Raises
+    ValidationError on anything else (wrong shape or types, a number beyond bigint, text no database holds),
+    so a hand-made cursor never reaches the query."""
     try:
         padded = text + "=" * (-len(text) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError("This page link is damaged: go back to the first page.") from exc
-    if not isinstance(values, list) or len(values) != 2 or not isinstance(values[1], int):
-        raise ValidationError("This page link is damaged: go back to the first page.")
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValidationError(_DAMAGED) from exc
+    if not isinstance(values, list) or len(values) != 2:
+        raise ValidationError(_DAMAGED)
+    value, pk = values
+    if not _is_id(pk) or type(value) is not value_type:  # `type is`: a bool is not an int here
+        raise ValidationError(_DAMAGED)
+    if isinstance(value, int) and not _is_id(value):
+        raise ValidationError(_DAMAGED)
+    if isinstance(value, str):
+        if len(value) > _MAX_CURSOR_TEXT:
+            raise ValidationError(_DAMAGED)
+        try:
+            validate_storable_text(value)
+        except ValidationError as exc:
+            raise ValidationError(_DAMAGED) from exc
     return values
+
+
+def _is_id(value: object) -> bool:
+    return type(value) is int and 0 < value <= MAX_ID
 
 
 def bounded_count(qs: QuerySet) -> tuple[int, bool]:

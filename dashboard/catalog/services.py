@@ -38,7 +38,7 @@ from dashboard.vionlabs.errors import (
 )
 from dashboard.vionlabs.redaction import redact
 
-from .client import get_client, interactive_calls
+from .client import get_client, interactive_calls, keep_for_settling
 from .models import (
     UPSTREAM_NAME,
     CatalogItem,
@@ -76,6 +76,8 @@ logger = logging.getLogger(__name__)
 
 #: A create/deactivate marker older than this belongs to a process that died mid-call: it no longer blocks.
 ABANDONED_AFTER = dt.timedelta(minutes=5)
+#: Within a request's time budget, the share a create or deactivate may spend before its settling read.
+SEND_SHARE = 0.6
 #: How stale `UpstreamHealth.last_success_at` may get while Vionlabs keeps answering.
 SUCCESS_WRITE_INTERVAL = dt.timedelta(seconds=1)
 
@@ -452,6 +454,7 @@ def task_create(
             },
         )
         task.item = item
+        abandoned = ""
         if not created:
             if _marker_blocks(task, now):
                 raise ActionInProgress(_in_progress_message(task))
@@ -460,7 +463,14 @@ def task_create(
                     f"{product} {version} for {item.inventory_id} is already {task.status} at Vionlabs; "
                     "it was not created again."
                 )
+            abandoned = task.action_in_progress
             _mark(task, EventAction.CREATE, now)
+    if abandoned:
+        settled = _settle_abandoned(
+            task, abandoned=abandoned, action=EventAction.CREATE, started_at=now, who=who
+        )
+        if settled is not None:
+            return settled
     return _send_create(task, action=EventAction.CREATE, priority=priority, started_at=now, who=who)
 
 
@@ -487,8 +497,69 @@ def task_retry(
                 f"{task.item.inventory_id} is {task.status or 'not yet known to Vionlabs'}."
             )
         check_applies(item=task.item, product=task.product)
+        abandoned = task.action_in_progress
         _mark(task, EventAction.RETRY, now)
+    if abandoned:
+        settled = _settle_abandoned(
+            task, abandoned=abandoned, action=EventAction.RETRY, started_at=now, who=who
+        )
+        if settled is not None:
+            return settled
     return _send_create(task, action=EventAction.RETRY, priority=task.priority, started_at=now, who=who)
+
+
+def _settle_abandoned(
+    task: ProductTask, *, abandoned: str, action: str, started_at: dt.datetime, who: _Who
+) -> ProductTask | None:
+    """The row held the marker of a create or deactivate whose process died mid-call (older than
+    ABANDONED_AFTER), so that call may have reached Vionlabs. Read the task before sending anything: an
+    ambiguous change is settled by a read, never by a second POST or DELETE.
+
+    Returns the recorded row when the read shows the wanted outcome already (the task exists, or is
+    deactivated): nothing is sent. Returns None when the caller may send: Vionlabs has no such task (404),
+    or the read shows a state the action changes (a failed task to create again, a running one to
+    deactivate). Raises the read's error, with the row marked outcome unknown, when the read fails."""
+    label = f"{task.product} {task.version} for {task.item.inventory_id}"
+    observed_at = timezone.now()
+    try:
+        state = _read_task(task)
+    except VionlabsNotFound:
+        record_upstream_success()
+        return None
+    except VionlabsError as read_error:
+        message = (
+            f"{OUTCOME_UNKNOWN}: an earlier {abandoned} of {label} was interrupted and may or may not have "
+            f"reached Vionlabs, and the read that should settle it failed ({read_error}). Nothing was sent; "
+            "a refresh will settle it."
+        )
+        _record_failure(
+            task, action=action, started_at=started_at, error=read_error, who=who, sync_error=message
+        )
+        raise
+    except BaseException:
+        _release(task, started_at=started_at)
+        raise
+    record_upstream_success()
+    answer = _answer_from_state(state)
+    wanted = (
+        answer.status == TaskStatus.DEACTIVATED
+        if action == EventAction.DEACTIVATE
+        else (answer.status in TaskStatus.ACTIVE)
+    )
+    if not wanted:
+        return None
+    return _record_answer(
+        task,
+        answer=answer,
+        observed_at=observed_at,
+        action=action,
+        started_at=started_at,
+        who=who,
+        note=(
+            f"An earlier {abandoned} was interrupted; a read found the task {answer.status} at Vionlabs, "
+            "so nothing was sent again."
+        ),
+    )
 
 
 def _send_create(
@@ -525,7 +596,8 @@ def _send_mutation(
     observed_at = timezone.now()
     try:
         ensure_no_transaction()
-        state = send()
+        with keep_for_settling(SEND_SHARE):
+            state = send()
     except VionlabsUnavailable as error:
         if error.outcome_unknown:
             return reconcile(error)
@@ -642,7 +714,14 @@ def task_deactivate(
             raise ActionRefused(
                 f"{task.product} {task.version} for {task.item.inventory_id} is already deactivated."
             )
+        abandoned = task.action_in_progress
         _mark(task, EventAction.DEACTIVATE, now)
+    if abandoned:
+        settled = _settle_abandoned(
+            task, abandoned=abandoned, action=EventAction.DEACTIVATE, started_at=now, who=who
+        )
+        if settled is not None:
+            return settled
     return _send_mutation(
         task,
         action=EventAction.DEACTIVATE,

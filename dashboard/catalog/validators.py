@@ -12,6 +12,17 @@ VERSION_MAX_LENGTH = 100
 _DOT_SEGMENTS = frozenset({".", ".."})
 
 
+def validate_storable_text(value: str) -> None:
+    """Text a database can store as given: no NUL (PostgreSQL refuses it in text) and no lone surrogate
+    (JSON's `\\ud800` escape decodes to one, and no database encoding can hold it)."""
+    if "\x00" in value:
+        raise ValidationError("Null characters are not allowed.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValidationError("The text holds a character that is not valid Unicode.") from error
+
+
 def validate_inventory_id(value: str) -> None:
     """An inventory id is stored exactly as given (any printable character, `/` and spaces included), but a
     control character is almost always a broken export, and is refused."""

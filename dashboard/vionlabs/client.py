@@ -9,6 +9,7 @@ Why it looks the way it does:
 - A read timeout only bounds the gap between two bytes; a per-attempt wall-clock deadline bounds the body.
 """
 
+import copy
 import email.utils
 import http
 import http.client
@@ -41,6 +42,7 @@ from .errors import (
     VionlabsNoAccess,
     VionlabsNoResult,
     VionlabsNotFound,
+    VionlabsOutOfTime,
     VionlabsRateLimited,
     VionlabsRejected,
     VionlabsUnauthorized,
@@ -444,6 +446,7 @@ class VionlabsClient:
         _protect_logs(api_key)
         self._base_url = base_url.rstrip("/")
         self._timeout = float(timeout)
+        self._deadline: float | None = None  # time.monotonic(); set on the copies `until()` makes
         self._max_retries = max_retries
         self._backoff = backoff
         self._backoff_cap = backoff_cap
@@ -485,6 +488,17 @@ class VionlabsClient:
     def close(self) -> None:
         """Close the pooled connections."""
         self._session.close()
+
+    def until(self, deadline: float) -> "VionlabsClient":
+        """This client bounded by a `time.monotonic()` deadline, sharing its connection pool: each attempt's
+        timeout is cut to the time left, no retry waits past it, and once it has passed no attempt starts
+        (VionlabsOutOfTime). For a caller that must answer a person within a fixed time."""
+        bounded = copy.copy(self)
+        bounded._deadline = deadline if self._deadline is None else min(deadline, self._deadline)
+        return bounded
+
+    def _time_left(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
 
     def get_task(self, inventory_id: str, product: str, version: str) -> TaskState:
         """Read one task's status; raises a VionlabsError kind (NotFound when there is no such task)."""
@@ -645,8 +659,14 @@ class VionlabsClient:
                 if self._max_retry_wait is not None:
                     self._check_throttle(call)
                 self._throttle.wait()
+            timeout = self._timeout
+            left = self._time_left()
+            if left is not None:
+                if left < _MIN_ATTEMPT_SECONDS:
+                    raise self._out_of_time(call) from None
+                timeout = min(timeout, left)
             started = time.monotonic()
-            outcome = self._attempt(call, url, body, query, parse)
+            outcome = self._attempt(call, url, body, query, parse, timeout=timeout)
             elapsed = time.monotonic() - started
             if isinstance(outcome, _Done):
                 log.debug("%s %s -> ok in %.3f s (attempt %d)", method, template, elapsed, attempt)
@@ -659,6 +679,9 @@ class VionlabsClient:
             if rate_limited and delay is not None and self._throttle is not None:
                 self._throttle.pause(delay)  # slow every thread sharing the throttle, not just this one
             too_long = self._max_retry_wait is not None and delay is not None and delay > self._max_retry_wait
+            left = self._time_left()
+            if left is not None and delay is not None and delay + _MIN_ATTEMPT_SECONDS > left:
+                too_long = True  # the wait would end past the deadline: say what happened now instead
             if not retrying or delay is None or too_long:
                 log.info(
                     "%s %s -> %s in %.3f s (attempt %d, giving up)",
@@ -690,10 +713,14 @@ class VionlabsClient:
         body: dict[str, Any] | None,
         query: Mapping[str, object] | None,
         parse: Callable[[Any], Any],
+        *,
+        timeout: float,
     ) -> _Done | _Failure:
         """One HTTP exchange, turned into a result or a classified failure; never raises requests' errors."""
         started = time.monotonic()
-        result, observed = self._exchange(call, url, body, query, parse, deadline=started + self._timeout)
+        result, observed = self._exchange(
+            call, url, body, query, parse, timeout=timeout, deadline=started + timeout
+        )
         if self._on_call is not None:
             try:
                 self._on_call(call.method, call.endpoint, observed, time.monotonic() - started)
@@ -709,26 +736,29 @@ class VionlabsClient:
         query: Mapping[str, object] | None,
         parse: Callable[[Any], Any],
         *,
+        timeout: float,
         deadline: float,
     ) -> tuple[_Done | _Failure, str]:
         """One HTTP exchange and the outcome class an observer is told."""
         failure = None
-        timeout = False
+        timed_out = False
         try:
             response = self._session.request(
                 call.method,
                 url,
                 params=None if query is None else {name: str(value) for name, value in query.items()},
                 json=body,
-                timeout=(self._timeout, self._timeout),
+                timeout=(timeout, timeout),
                 allow_redirects=False,
                 stream=True,
             )
         except (requests.RequestException, Urllib3Error) as exc:
-            timeout = _is_timeout(exc)
-            failure = self._transport_failure(call, sent=_may_have_been_sent(exc), timeout=timeout)
+            timed_out = _is_timeout(exc)
+            failure = self._transport_failure(
+                call, sent=_may_have_been_sent(exc), timeout=timed_out, seconds=timeout
+            )
         if failure is not None:
-            return failure, "timeout" if timeout else "connection_error"
+            return failure, "timeout" if timed_out else "connection_error"
         status = response.status_code
         observed = "429" if status == 429 else f"{status // 100}xx"
         with response:
@@ -736,9 +766,9 @@ class VionlabsClient:
         if problem == "too_large":
             return self._bad_response(call, f"the answer is larger than {_MAX_BODY // 2**20} MB"), observed
         if problem is not None:
-            timeout = problem == "timeout"
-            failure = self._transport_failure(call, sent=True, timeout=timeout)
-            return failure, "timeout" if timeout else "connection_error"
+            timed_out = problem == "timeout"
+            failure = self._transport_failure(call, sent=True, timeout=timed_out, seconds=timeout)
+            return failure, "timeout" if timed_out else "connection_error"
         return self._interpret(call, status, response.headers, content, parse), observed
 
     def _interpret(
@@ -815,17 +845,19 @@ class VionlabsClient:
             return _Failure(error, call.idempotent, retry_after, label)
         return self._bad_response(call, f"unexpected HTTP status {status}")
 
-    def _transport_failure(self, call: _Call, *, sent: bool, timeout: bool) -> _Failure:
-        """A connection-level failure; retryable when nothing was sent or the method is idempotent."""
+    def _transport_failure(self, call: _Call, *, sent: bool, timeout: bool, seconds: float) -> _Failure:
+        """A connection-level failure; retryable when nothing was sent or the method is idempotent. A timeout
+        cut short by the caller's deadline is VionlabsOutOfTime."""
+        cut = timeout and seconds < self._timeout
         if not sent:
-            within = f" within {self._timeout:g} s" if timeout else ""
+            within = f" within {seconds:g} s" if timeout else ""
             message = (
                 f"Could not connect to Vionlabs{within}; check the network and VIONLABS_API_URL, "
                 "or try again in a minute."
             )
             label = "connect timeout" if timeout else "connection failed"
         elif timeout:
-            message = f"Vionlabs did not answer in {self._timeout:g} s; try again in a minute."
+            message = f"Vionlabs did not answer in {seconds:.3g} s; try again in a minute."
             label = "timeout"
         else:
             message = "The connection to Vionlabs broke before it answered; try again in a minute."
@@ -833,8 +865,14 @@ class VionlabsClient:
         unknown = sent and call.mutating
         if unknown:
             message += _OUTCOME_UNKNOWN
-        error = VionlabsUnavailable(call.context(message), outcome_unknown=unknown)
+        kind = VionlabsOutOfTime if cut else VionlabsUnavailable
+        error = kind(call.context(message), outcome_unknown=unknown)
         return _Failure(error, not sent or call.idempotent, label=label)
+
+    def _out_of_time(self, call: _Call) -> VionlabsOutOfTime:
+        """No time is left before the caller's deadline to start an attempt: nothing is sent."""
+        message = "Vionlabs did not answer in the time this action may take; nothing more was sent."
+        return VionlabsOutOfTime(call.context(message))
 
     def _no_result(self, call: _Call, status: int, reason: str) -> _Failure:
         """A results API has nothing for this item (yet); not retried, not an outage."""
@@ -854,6 +892,9 @@ class VionlabsClient:
         )
         return _Failure(VionlabsBadResponse(call.context(message)), False, label="bad response")
 
+
+#: An attempt needs at least this long to mean anything; with less left before the deadline none starts.
+_MIN_ATTEMPT_SECONDS = 0.05
 
 _OUTCOME_UNKNOWN = (
     " The change may or may not have reached Vionlabs: refresh the task to see its state before acting again."

@@ -50,6 +50,11 @@ class VionlabsUnavailable(VionlabsError):
         )
 
 
+class VionlabsOutOfTime(VionlabsUnavailable):
+    """The caller's deadline (`VionlabsClient.until`) passed before Vionlabs answered, or left no time to
+    start another attempt. `outcome_unknown` says whether a POST/DELETE may have reached Vionlabs."""
+
+
 class VionlabsRateLimited(VionlabsError):
     """Vionlabs answered 429: slow down, and try again after `retry_after` seconds (None when not said)."""
 

@@ -130,12 +130,114 @@ def test_create_refuses_while_another_action_is_under_way(mocked, item):
 def test_create_takes_over_a_marker_abandoned_by_a_dead_process(mocked, item):
     stale = timezone.now() - services.ABANDONED_AFTER - dt.timedelta(seconds=1)
     make_task(item, status="failed", action_in_progress="create", action_started_at=stale)
+    mocked.get(task_url(), status=404, json={"detail": "Not found"})
     mocked.post(task_url(), json=state("pending"))
 
     task = services.task_create(item=item, product="adbreaks", version="1.0.1")
 
     assert task.status == "pending"
     assert (task.action_in_progress, task.action_started_at) == ("", None)
+
+
+# --- An abandoned marker is settled by a read (issue 9, item 9) ---------------------------------------------
+
+
+def _abandoned(item, action, status="failed"):
+    stale = timezone.now() - services.ABANDONED_AFTER - dt.timedelta(seconds=1)
+    return make_task(item, status=status, action_in_progress=action, action_started_at=stale)
+
+
+def _methods(mocked):
+    return [call.request.method for call in mocked.calls]
+
+
+@pytest.mark.parametrize("found", ["pending", "processing", "done"])
+def test_create_over_an_abandoned_create_reads_first_and_records_a_found_task_without_a_post(
+    mocked, item, found
+):
+    _abandoned(item, "create")
+    mocked.get(task_url(), json=state(found))
+    mocked.post(task_url(), json=state("pending"))
+
+    task = services.task_create(item=item, product="adbreaks", version="1.0.1")
+
+    assert _methods(mocked) == ["GET"]
+    assert task.status == found
+    assert (task.action_in_progress, task.action_started_at) == ("", None)
+    event = TaskEvent.objects.filter(task=task).latest("pk")
+    assert "interrupted" in event.note
+    assert "nothing was sent again" in event.note
+
+
+def test_create_over_an_abandoned_create_posts_only_after_a_404(mocked, item):
+    _abandoned(item, "create")
+    mocked.get(task_url(), status=404, json={"detail": "Not found"})
+    mocked.post(task_url(), json=state("pending"))
+
+    task = services.task_create(item=item, product="adbreaks", version="1.0.1")
+
+    assert _methods(mocked) == ["GET", "POST"]
+    assert task.status == "pending"
+
+
+def test_create_over_an_abandoned_create_sends_nothing_when_the_read_fails(mocked, item):
+    _abandoned(item, "create")
+    mocked.get(task_url(), status=503)
+    mocked.post(task_url(), json=state("pending"))
+
+    with pytest.raises(VionlabsUnavailable):
+        services.task_create(item=item, product="adbreaks", version="1.0.1")
+
+    assert _methods(mocked) == ["GET"]
+    task = ProductTask.objects.get(item=item)
+    assert task.sync_error.startswith(services.OUTCOME_UNKNOWN)
+    assert (task.action_in_progress, task.action_started_at) == ("", None)
+    assert ProductTask.objects.needs_sync().filter(pk=task.pk).exists()
+
+
+def test_retry_over_an_abandoned_retry_records_the_task_it_started_without_a_post(mocked, item):
+    task = _abandoned(item, "retry")
+    mocked.get(task_url(), json=state("processing"))
+    mocked.post(task_url(), json=state("pending"))
+
+    task = services.task_retry(task=task)
+
+    assert _methods(mocked) == ["GET"]
+    assert task.status == "processing"
+
+
+def test_create_over_an_abandoned_create_that_left_the_task_failed_posts_after_the_read(mocked, item):
+    _abandoned(item, "create")
+    mocked.get(task_url(), json=state("failed"))
+    mocked.post(task_url(), json=state("pending"))
+
+    task = services.task_create(item=item, product="adbreaks", version="1.0.1")
+
+    assert _methods(mocked) == ["GET", "POST"]
+    assert task.status == "pending"
+
+
+def test_deactivate_over_an_abandoned_deactivate_reads_first_and_sends_no_delete_when_done(mocked, item):
+    task = _abandoned(item, "deactivate", status="processing")
+    mocked.get(task_url(), json=state("deactivated"))
+    mocked.delete(task_url(), json=state("deactivated"))
+
+    task = services.task_deactivate(task=task)
+
+    assert _methods(mocked) == ["GET"]
+    assert task.status == "deactivated"
+    assert (task.action_in_progress, task.action_started_at) == ("", None)
+
+
+def test_deactivate_over_an_abandoned_deactivate_sends_the_delete_when_the_task_still_runs(mocked, item):
+    task = _abandoned(item, "deactivate", status="processing")
+    mocked.get(task_url(), json=state("processing"))
+    mocked.delete(task_url(), json=state("deactivated"))
+
+    task = services.task_deactivate(task=task)
+
+    assert _methods(mocked) == ["GET", "DELETE"]
+    assert task.status == "deactivated"
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from dashboard.vionlabs import VionlabsBadResponse, VionlabsUnavailable
+from dashboard.vionlabs import VionlabsBadResponse, VionlabsOutOfTime, VionlabsUnavailable
 from tests.vionlabs.fakes import KEY, closed_port_url, local_server, make_client
 
 TASK_JSON = json.dumps({"status": "pending", "error": None, "_links": {}}).encode()
@@ -156,3 +156,26 @@ def test_connections_are_reused_across_calls():
         client.close()
     assert len(paths) == 5
     assert len(set(peers)) == 1  # one pooled keep-alive connection served all five calls
+
+
+def test_a_client_bounded_by_a_deadline_cuts_the_attempt_short_and_says_so():
+    with local_server(lambda handler: _drip(handler, limit=5.0)) as (base_url, paths):
+        client, sleeps = make_client(base_url=base_url, timeout=10, max_retries=3)
+        bounded = client.until(time.monotonic() + 0.4)
+        with pytest.raises(VionlabsOutOfTime) as caught:
+            bounded.get_task("tt1", "adbreaks", "1")
+        client.close()
+    assert len(paths) == 1  # the retries would end past the deadline: none is tried
+    assert sleeps == []
+    assert caught.value.outcome_unknown is False
+
+
+def test_a_client_past_its_deadline_sends_nothing():
+    with local_server(_answer) as (base_url, paths):
+        client, _ = make_client(base_url=base_url)
+        with pytest.raises(VionlabsOutOfTime) as caught:
+            client.until(time.monotonic() - 1).create_task("tt1", "adbreaks", "1")
+        assert client.get_task("tt1", "adbreaks", "1").status == "pending"  # the original is not bounded
+        client.close()
+    assert len(paths) == 1
+    assert caught.value.outcome_unknown is False

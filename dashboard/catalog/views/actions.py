@@ -11,12 +11,12 @@ from django.views.decorators.http import require_POST
 from dashboard.vionlabs.errors import VionlabsError
 
 from .. import services
-from ..forms import TaskCreateForm
+from ..forms import TaskCreateForm, parse_depth
 from ..models import CatalogItem, EventSource, ProductTask
 from ..permissions import operator_required
 from ..selectors import build_rows, enabled_settings, item_detail_context
 from ..services import ActionRefused
-from .common import HtmxHttpRequest, describe_error
+from .common import HtmxHttpRequest, action_budget, describe_error
 
 
 def action_done(
@@ -45,7 +45,8 @@ def run_task_action(
 ) -> HttpResponse:
     task = get_object_or_404(ProductTask.objects.select_related("item"), pk=pk)
     try:
-        task = action(task=task, actor=request.user, source=EventSource.USER)
+        with action_budget():
+            task = action(task=task, actor=request.user, source=EventSource.USER)
     except (VionlabsError, ActionRefused) as exc:
         return action_done(request, item=task.item, task=task, message=describe_error(exc), ok=False)
     return action_done(request, item=task.item, task=task, message=done_message, ok=True)
@@ -78,14 +79,15 @@ def task_create(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     message, ok, task = "", False, None
     if form.is_valid():
         try:
-            task = services.task_create(
-                item=item,
-                product=form.cleaned_data["product"],
-                version=form.cleaned_data["version"],
-                priority=form.cleaned_data["priority"],
-                actor=request.user,
-                source=EventSource.USER,
-            )
+            with action_budget():
+                task = services.task_create(
+                    item=item,
+                    product=form.cleaned_data["product"],
+                    version=form.cleaned_data["version"],
+                    priority=form.cleaned_data["priority"],
+                    actor=request.user,
+                    source=EventSource.USER,
+                )
         except (VionlabsError, ActionRefused) as exc:
             message = describe_error(exc)
         else:
@@ -107,7 +109,8 @@ def task_create(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def item_refresh(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     item = get_object_or_404(CatalogItem, pk=pk)
     try:
-        services.item_refresh(item=item, actor=request.user, source=EventSource.USER)
+        with action_budget():
+            services.item_refresh(item=item, actor=request.user, source=EventSource.USER)
     except (VionlabsError, ActionRefused) as exc:
         message, ok = describe_error(exc), False
     else:
@@ -119,7 +122,7 @@ def item_refresh(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             "products": products,
             "row_message": message,
             "message_ok": ok,
-            "depth": min(int(depth), 3) if (depth := request.POST.get("depth", "0")).isdigit() else 0,
+            "depth": parse_depth(request.POST.get("depth", "")),
         }
         return render(request, "catalog/item_list.html#item-row", ctx)
     return action_done(request, item=item, task=None, message=message, ok=ok)

@@ -1,6 +1,8 @@
 """What every view module shares: the operate check and an upstream error in an operator's words."""
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -9,12 +11,14 @@ from django_htmx.middleware import HtmxDetails
 from dashboard.vionlabs import redaction
 from dashboard.vionlabs.errors import (
     VionlabsNotFound,
+    VionlabsOutOfTime,
     VionlabsRateLimited,
     VionlabsRejected,
     VionlabsUnauthorized,
     VionlabsUnavailable,
 )
 
+from ..client import time_budget
 from ..services import ActionRefused
 
 
@@ -22,6 +26,19 @@ class HtmxHttpRequest(HttpRequest):
     """A request that passed django-htmx's middleware, for typing views: `request.htmx` is always set."""
 
     htmx: HtmxDetails
+
+
+@contextmanager
+def action_budget() -> Iterator[None]:
+    """The Vionlabs calls of one click share REQUEST_ACTION_BUDGET seconds, settling reads included, so a
+    hanging Vionlabs cannot hold a web worker until its timeout kills it."""
+    with time_budget(float(settings.REQUEST_ACTION_BUDGET)):
+        yield
+
+
+def _out_of_time(exc: Exception) -> bool:
+    # A create whose POST ran out of time re-raises the POST's error with the settling read's as its cause.
+    return isinstance(exc, VionlabsOutOfTime) or isinstance(exc.__cause__, VionlabsOutOfTime)
 
 
 def redact(text: str) -> str:
@@ -53,6 +70,11 @@ def describe_error(exc: Exception) -> str:
         )
     if isinstance(exc, VionlabsNotFound):
         return f"Vionlabs does not know this item or task (404). {detail}"
+    if isinstance(exc, VionlabsUnavailable) and _out_of_time(exc):
+        within = f"Vionlabs did not answer within {float(settings.REQUEST_ACTION_BUDGET):g} s"
+        if exc.outcome_unknown:
+            return f"{within}; the dashboard will check the task's status in the background."
+        return f"{within}; nothing was changed. Try again in a minute."
     if isinstance(exc, VionlabsUnavailable):
         # The client's own words already say what happened, what to do, and whether the change may have
         # reached Vionlabs.

@@ -25,7 +25,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .. import operations
-from ..forms import CatalogFilterForm, OperationChoicesForm, OperationConfirmForm
+from ..forms import (
+    CatalogFilterForm,
+    OperationChoicesForm,
+    OperationConfirmForm,
+    OperationRetryForm,
+    parse_id,
+)
 from ..models import (
     CatalogItem,
     Operation,
@@ -80,12 +86,10 @@ def _selection(data: QueryDict, user: Any) -> tuple[QuerySet[CatalogItem], dict[
         raise BadSelection(
             f"Too many items selected one by one ({len(raw_ids)}); use “all matching this filter” instead."
         )
-    try:
-        ids = {int(raw) for raw in raw_ids if len(raw) <= 20}
-        if len(raw_ids) != sum(len(raw) <= 20 for raw in raw_ids):
-            raise ValueError
-    except ValueError as error:
-        raise BadSelection("The selection holds something that is not an item id.") from error
+    parsed = {parse_id(raw) for raw in raw_ids}
+    if None in parsed:
+        raise BadSelection("The selection holds something that is not an item id.")
+    ids = {pk for pk in parsed if pk is not None}
     try:
         selection = operations.selection_create(items=ids, actor=user)
     except operations.OperationRefused as refused:
@@ -308,9 +312,13 @@ def operation_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @operator_required
 def operation_retry_failures(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     operation = get_object_or_404(Operation, pk=pk)
+    form = OperationRetryForm(data=request.POST)
+    if not form.is_valid():
+        messages.error(request, f"The reason cannot be used: {form.errors['reason'][0]}")
+        return redirect("catalog:operation-detail", pk=pk)
     try:
         retry = operations.operation_retry_failures(
-            operation=operation, actor=request.user, reason=request.POST.get("reason", "")
+            operation=operation, actor=request.user, reason=form.cleaned_data["reason"]
         )
     except operations.OperationRefused as refused:
         messages.error(request, str(refused))

@@ -8,7 +8,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from .. import alerts, selectors
-from ..forms import CatalogFilterForm, TaskCreateForm, TaskFilterForm
+from ..forms import CatalogFilterForm, TaskCreateForm, TaskFilterForm, parse_depth
 from ..models import CatalogItem, OperationKind, PriorityChoices
 from ..pagination import Page, bounded_count, keyset_page
 from ..permissions import viewer_required
@@ -100,11 +100,10 @@ def item_children(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         CatalogItem.objects.filter(parent=parent).order_by("inventory_id", "pk")[: CHILDREN_LIMIT + 1]
     )
     rows = build_rows([parent, *children[:CHILDREN_LIMIT]], products)
-    depth = request.GET.get("depth", "0")
     ctx = {
         "parent_row": rows[0],
         "rows": rows[1:],
-        "depth": min(int(depth), 3) if depth.isdigit() else 0,
+        "depth": parse_depth(request.GET.get("depth", "")),
         "truncated": len(children) > CHILDREN_LIMIT,
         "products": products,
         "results_by_item": selectors.results_available(children[:CHILDREN_LIMIT]),

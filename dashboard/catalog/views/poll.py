@@ -8,6 +8,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from .. import selectors
+from ..forms import parse_ids
 from ..permissions import viewer_required
 from ..selectors import POLL_ROW_MODES, poll_context
 from .common import HtmxHttpRequest
@@ -17,14 +18,6 @@ POLL_MAX_IDS = 500
 #: A poll looks this far behind its `since`, so a row saved just before a poll and committed just after it is
 #: not missed; re-sending an unchanged badge is harmless.
 POLL_OVERLAP = dt.timedelta(seconds=3)
-
-
-def parse_ids(text: str) -> list[int]:
-    ids = []
-    for part in text.split(",")[:POLL_MAX_IDS]:
-        if part.strip().isdigit():
-            ids.append(int(part))
-    return ids
 
 
 @require_GET
@@ -37,8 +30,8 @@ def poll(request: HtmxHttpRequest) -> HttpResponse:
         since = dt.datetime.fromtimestamp(float(request.GET.get("since", "")), tz=dt.UTC) - POLL_OVERLAP
     except (ValueError, OverflowError, OSError):
         since = now - POLL_OVERLAP
-    item_ids = parse_ids(request.GET.get("items", ""))
-    task_ids = parse_ids(request.GET.get("tasks", ""))
+    item_ids = parse_ids(request.GET.get("items", ""), limit=POLL_MAX_IDS)
+    task_ids = parse_ids(request.GET.get("tasks", ""), limit=POLL_MAX_IDS)
     rows = request.GET.get("rows", "")
     cells, changed_tasks, active = selectors.poll_changes(
         item_ids=item_ids, task_ids=task_ids, rows=rows, since=since, now=now
