@@ -4,6 +4,8 @@ PORT (default 8000) and BIND_HOST (default 0.0.0.0), WEB_CONCURRENCY worker proc
 GUNICORN_THREADS threads per worker (default 1), GUNICORN_TIMEOUT seconds (default 60).
 """
 
+from __future__ import annotations
+
 import os
 
 from prometheus_client import multiprocess

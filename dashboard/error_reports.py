@@ -5,6 +5,8 @@ library frames: a request that failed inside `requests` holds the full URL, `?ke
 them. This filter blanks any frame variable whose text contains the key in any encoding it travels in.
 """
 
+from __future__ import annotations
+
 from collections.abc import ItemsView
 from types import FrameType
 from typing import Any

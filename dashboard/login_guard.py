@@ -5,6 +5,8 @@ settings): an attacker guessing one account from one address is locked out for L
 the same person from another address, or a colleague behind the same office NAT, still logs in.
 """
 
+from __future__ import annotations
+
 import ipaddress
 from collections.abc import Mapping
 from typing import Any

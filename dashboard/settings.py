@@ -4,6 +4,8 @@ Every variable is listed with its default in the README. Nothing here reads a se
 another module: code asks `django.conf.settings` when it runs.
 """
 
+from __future__ import annotations
+
 import datetime as dt
 from pathlib import Path
 

@@ -13,6 +13,8 @@ stack; the median of `--runs` requests is printed with the worst, the query coun
 admin changelist and to the login page (the floor: a page that reads nothing but the session).
 """
 
+from __future__ import annotations
+
 import argparse
 import contextlib
 import os

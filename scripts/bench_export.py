@@ -11,6 +11,8 @@ memory (ru_maxrss) is printed before and after each export: flat memory means it
 number of rows.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import resource

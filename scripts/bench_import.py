@@ -9,6 +9,8 @@ CSV of standalone films and series → seasons → episodes (parents before chil
 a metadata column. `manage.py import_catalog` runs in a child process so its peak RSS is its own.
 """
 
+from __future__ import annotations
+
 import argparse
 import csv
 import os

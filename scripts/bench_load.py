@@ -19,6 +19,8 @@ What it does, all on 127.0.0.1 (ports 8160-8179):
 worst case for the server. `--wait page` waits DASHBOARD_POLL_INTERVAL (5 s) between polls, as the page does.
 """
 
+from __future__ import annotations
+
 import argparse
 import contextlib
 import json
@@ -206,7 +208,7 @@ class DownListener:
             self.connections += 1
             conn.close()
 
-    def __enter__(self) -> "DownListener":
+    def __enter__(self) -> DownListener:
         self._thread.start()
         return self
 

@@ -9,6 +9,8 @@ database, makes an operator and one done task per product, then requests the fra
 client with the whole middleware stack: GET (the saved copy) and POST refresh (a fetch from the sandbox).
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import statistics

@@ -8,6 +8,8 @@ page's poll element asks) every BENCH_WAIT seconds (0: flat out) for BENCH_SECON
 Read by locust only; configured through the environment by bench_load.py.
 """
 
+from __future__ import annotations
+
 import itertools
 import json
 import os

@@ -4,6 +4,8 @@ With REQUIRE_ALL_TESTS=1 (set by .ci/run) every skip must be one that is expecte
 (PostgreSQL-only tests on SQLite); any other skip, a browser test without Chromium for one, fails the run.
 """
 
+from __future__ import annotations
+
 import os
 
 import pytest

@@ -4,6 +4,8 @@ Plain functions, not fixtures, so a test can make as many as it needs; the fixtu
 files are built from them.
 """
 
+from __future__ import annotations
+
 import datetime as dt
 
 from django.contrib.auth import get_user_model

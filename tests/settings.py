@@ -1,5 +1,7 @@
 """Settings for the test suite: the production settings, with the few differences a test run needs."""
 
+from __future__ import annotations
+
 import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")

@@ -1,5 +1,7 @@
 """The debug error page (and error e-mails) never show the Vionlabs key held in a library frame's locals."""
 
+from __future__ import annotations
+
 import html
 import sys
 

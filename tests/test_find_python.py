@@ -1,5 +1,7 @@
 """The Makefile's interpreter finder picks a Python >= 3.12 and explains itself when there is none."""
 
+from __future__ import annotations
+
 import subprocess
 from pathlib import Path
 

@@ -1,5 +1,7 @@
 """/healthz and /readyz: no login, no secret, no redirect, any Host; 503 when the database is not usable."""
 
+from __future__ import annotations
+
 import datetime as dt
 import json
 

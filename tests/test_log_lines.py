@@ -1,6 +1,8 @@
 """A terminal a person can read: one line per job outcome, per-item job lines only with LOG_LEVEL=DEBUG, and
 no line printed twice (Django's own console handler under DEBUG used to repeat every one)."""
 
+from __future__ import annotations
+
 import os
 import subprocess
 import sys

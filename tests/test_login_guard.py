@@ -1,6 +1,8 @@
 """Brute-force protection of /login/ and /admin/login/: locked by username and address together, for a cool-off,
 with a clear page (never a 500), lifted by the cool-off, reset by a successful log-in."""
 
+from __future__ import annotations
+
 import datetime as dt
 
 import pytest

@@ -1,5 +1,7 @@
 """Log lines: a request id in and out, carried into jobs; JSON on demand; the key redacted in both formats."""
 
+from __future__ import annotations
+
 import json
 import logging
 import os

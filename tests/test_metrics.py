@@ -1,5 +1,7 @@
 """/metrics: only for an allowed address or the bearer token; Vionlabs calls counted by endpoint and outcome."""
 
+from __future__ import annotations
+
 import contextlib
 import re
 

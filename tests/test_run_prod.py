@@ -1,5 +1,7 @@
 """`make prod` (scripts/run-prod) refuses to start without a reachable PostgreSQL, and says why."""
 
+from __future__ import annotations
+
 import os
 import subprocess
 from pathlib import Path

@@ -1,5 +1,7 @@
 """Settings come from the environment and refuse unsafe production defaults."""
 
+from __future__ import annotations
+
 import os
 import subprocess
 import sys

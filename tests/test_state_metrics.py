@@ -1,5 +1,7 @@
 """/metrics' state gauges, read at scrape time: each checked against known rows, and a scrape's query count."""
 
+from __future__ import annotations
+
 import datetime as dt
 
 import pytest

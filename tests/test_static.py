@@ -1,5 +1,7 @@
 """With DEBUG off, WhiteNoise serves the collected static files: hashed names, compressed, cached for a year."""
 
+from __future__ import annotations
+
 import pytest
 from django.core.management import call_command
 from django.templatetags.static import static

@@ -5,6 +5,8 @@ the services (the admin actions below call them), so the admin and the dashboard
 change has its TaskEvent. Changelists use `list_select_related` so their query count does not grow with rows.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, ClassVar

@@ -7,6 +7,8 @@ therefore csrf_exempt on the outside and csrf_protect on the inside (the pattern
 changing upload handlers on the fly).
 """
 
+from __future__ import annotations
+
 import logging
 from collections.abc import Callable
 from typing import Any

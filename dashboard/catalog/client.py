@@ -5,6 +5,8 @@ on a random port) take effect. One client per settings tuple per process: its `r
 connections for every thread, and all clients share one `Throttle`, so a 429 slows the whole process down.
 """
 
+from __future__ import annotations
+
 import threading
 import time
 from collections import OrderedDict

@@ -6,6 +6,8 @@ the log into one row per key (the scheduler does it every cycle; a reader does i
 `recount` rebuilds both tables from the tasks and items (`manage.py recount_tasks`).
 """
 
+from __future__ import annotations
+
 from collections import defaultdict
 from dataclasses import dataclass, field
 

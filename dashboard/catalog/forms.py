@@ -1,6 +1,8 @@
 """Forms of the operations UI. `CatalogFilterForm` is the one place the catalog filters live: the catalog page
 and the bulk operations ("all N matching this filter") both call `filter_items`, so they cannot disagree."""
 
+from __future__ import annotations
+
 import datetime as dt
 from collections.abc import Iterable
 from typing import Any

@@ -4,6 +4,8 @@ Without this, LoginRequiredMiddleware's 302 would be followed by htmx and the lo
 whatever fragment asked, which is nonsense to the person looking at the page.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from typing import Any
 

@@ -5,6 +5,8 @@ Models hold fields, constraints and small derived properties. Reads that select 
 lives in services.py.
 """
 
+from __future__ import annotations
+
 import datetime as dt
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -159,7 +161,7 @@ class ProductTask(models.Model):
     # Not stored: what selectors attach to the rows a page shows (and `inflight_since`, the annotation of
     # `with_inflight_since()`). Declared so that the type checker knows them.
     stuck: bool
-    threshold: "Threshold"
+    threshold: Threshold
     in_flight_for: dt.timedelta
     inflight_since: dt.datetime
     timeline: list[Any]

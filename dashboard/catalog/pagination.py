@@ -3,6 +3,8 @@
 No OFFSET anywhere, so page 20,000 costs what page 1 costs.
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import json

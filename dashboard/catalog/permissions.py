@@ -5,6 +5,8 @@ Viewers hold the view permissions; Operators also hold `operate_tasks`. Migratio
 so it must never import models (nor anything that does).
 """
 
+from __future__ import annotations
+
 from django.contrib.auth.decorators import permission_required
 
 APP_LABEL = "catalog"

@@ -2,6 +2,8 @@
 task timelines and the poll's changes. Database only, never the API; the views render what these return.
 """
 
+from __future__ import annotations
+
 import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -272,7 +274,7 @@ def task_is_active(task: ProductTask) -> bool:
 
 def poll_changes(
     *, item_ids: list[int], task_ids: list[int], rows: str, since: dt.datetime, now: dt.datetime
-) -> tuple[list["Cell"], list[ProductTask], bool]:
+) -> tuple[list[Cell], list[ProductTask], bool]:
     """What changed since `since` among the badges of `item_ids` and the rows of `task_ids`, and whether
     anything they cover is still active (the poll asks at the normal rate then, slowly otherwise)."""
     cells: list[Cell] = []

@@ -6,6 +6,8 @@ the site-wide `ProductSetting.DEFAULT_STUCK_AFTER`. Reads the database only: two
 history (the percentile is taken over a bounded sample of the most recent completions).
 """
 
+from __future__ import annotations
+
 import datetime as dt
 import math
 from collections import defaultdict

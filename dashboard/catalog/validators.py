@@ -1,6 +1,8 @@
 """What makes an inventory id or a version acceptable: the one definition, for the model fields, forms,
 services, bulk operations, imports and the webhook. Imports nothing from models.py (models imports it)."""
 
+from __future__ import annotations
+
 from django.core.exceptions import ValidationError
 
 #: `CatalogItem.inventory_id` (and every other field holding an inventory id).

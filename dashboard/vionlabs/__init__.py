@@ -1,5 +1,7 @@
 """A typed client for the Vionlabs Tasks and Results APIs. Pure Python: nothing here imports Django."""
 
+from __future__ import annotations
+
 from .client import VionlabsClient
 from .errors import (
     FieldError,

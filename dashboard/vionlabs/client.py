@@ -9,6 +9,8 @@ Why it looks the way it does:
 - A read timeout only bounds the gap between two bytes; a per-attempt wall-clock deadline bounds the body.
 """
 
+from __future__ import annotations
+
 import copy
 import email.utils
 import http
@@ -479,7 +481,7 @@ class VionlabsClient:
             f"max_retries={self._max_retries})"
         )
 
-    def __enter__(self) -> "VionlabsClient":
+    def __enter__(self) -> VionlabsClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -489,7 +491,7 @@ class VionlabsClient:
         """Close the pooled connections."""
         self._session.close()
 
-    def until(self, deadline: float) -> "VionlabsClient":
+    def until(self, deadline: float) -> VionlabsClient:
         """This client bounded by a `time.monotonic()` deadline, sharing its connection pool: each attempt's
         timeout is cut to the time left, no retry waits past it, and once it has passed no attempt starts
         (VionlabsOutOfTime). For a caller that must answer a person within a fixed time."""
@@ -695,7 +697,7 @@ class VionlabsClient:
             self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _check_throttle(self, call: "_Call") -> None:
+    def _check_throttle(self, call: _Call) -> None:
         """A fail-fast client does not queue behind a long shared pause: it says when to try again."""
         left = self._throttle.remaining() if self._throttle is not None else 0.0
         if self._max_retry_wait is not None and left > self._max_retry_wait:

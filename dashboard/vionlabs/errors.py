@@ -4,6 +4,8 @@
 never the URL's query string, so the API key cannot leak through an error message.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 

@@ -6,6 +6,8 @@ The client, the services (before anything is stored), the views and the error re
 a form found missing is added here once.
 """
 
+from __future__ import annotations
+
 import functools
 import html
 import json

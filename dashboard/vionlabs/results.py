@@ -10,6 +10,8 @@ is needed to show the result at all (a rank's candidates must be numbers; a brea
   `NotYetAvailable`, which the client turns into `VionlabsNoResult`.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime

@@ -1,5 +1,7 @@
 """A pause shared by every client and thread, so that one 429 slows all of them down together."""
 
+from __future__ import annotations
+
 import threading
 import time
 from collections.abc import Callable

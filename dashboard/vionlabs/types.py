@@ -1,5 +1,7 @@
 """The values and shapes of the Vionlabs Tasks API, as plain Python: no Django, no `requests`."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from enum import StrEnum
 

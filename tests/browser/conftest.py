@@ -8,6 +8,8 @@ When Chromium is missing the tests are skipped with the reason and the terminal 
 with REQUIRE_ALL_TESTS=1 (CI) that skip fails the run (tests/conftest.py).
 """
 
+from __future__ import annotations
+
 import os
 import re
 import shutil

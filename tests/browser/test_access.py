@@ -1,6 +1,8 @@
 """Who may do what, as the browser sees it: a viewer gets no action controls and a 403 when posting anyway,
 and an htmx request made after the session ended takes the whole page to the login form."""
 
+from __future__ import annotations
+
 import re
 
 import pytest

@@ -1,5 +1,7 @@
 """The admin (superusers only) under the same strict Content-Security-Policy as the dashboard."""
 
+from __future__ import annotations
+
 import pytest
 from playwright.sync_api import expect
 

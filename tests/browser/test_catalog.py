@@ -1,6 +1,8 @@
 """The catalog page's htmx interactions: active search kept in the URL, expanding a series, and the bulk
 operation preview a selection leads to."""
 
+from __future__ import annotations
+
 import re
 
 import pytest

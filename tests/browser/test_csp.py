@@ -1,5 +1,7 @@
 """The CSP watch itself: a test that could never see a violation would prove nothing about the pages."""
 
+from __future__ import annotations
+
 import pytest
 
 from .conftest import CSP_TAG, login_as

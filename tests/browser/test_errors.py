@@ -1,5 +1,7 @@
 """Vionlabs' failures shown where the operator acted, in words to act on, and on the overview's banner."""
 
+from __future__ import annotations
+
 import re
 
 import pytest

@@ -1,6 +1,8 @@
 """What an operator does on an item page, against the live sandbox: create and watch, deactivate, read a
 failure, and Vionlabs' 422 shown where the action was taken."""
 
+from __future__ import annotations
+
 import re
 
 import pytest

@@ -2,6 +2,8 @@
 when idle, not at all while the tab is hidden); a series page lists its seasons and episodes with roll-ups;
 the catalog's status filter is a choice; an operation's progress bar spans the content."""
 
+from __future__ import annotations
+
 import re
 
 import pytest

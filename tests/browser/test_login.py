@@ -1,5 +1,7 @@
 """Logging in through the real form, and what an anonymous visitor sees."""
 
+from __future__ import annotations
+
 import pytest
 from playwright.sync_api import expect
 

@@ -1,6 +1,8 @@
 """A bulk operation from the catalog to its result: preview, confirm with a reason, and the detail page's
 progress updating in place while a worker runs it against the sandbox."""
 
+from __future__ import annotations
+
 import re
 
 import pytest

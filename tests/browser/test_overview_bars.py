@@ -1,6 +1,8 @@
 """The overview's per-product stacked bars: drawn without script or inline style (no CSP report), sized by
 the counts, readable in light and dark mode, and screenshotted (overview-bars.png, overview-bars-dark.png)."""
 
+from __future__ import annotations
+
 import pytest
 from playwright.sync_api import expect
 

@@ -1,6 +1,8 @@
 """Every page opens as an operator without a CSP violation or a JS error, carries the strict policy, and is
 screenshotted into test-artifacts/screenshots/ for a person to look at."""
 
+from __future__ import annotations
+
 import re
 
 import pytest

@@ -2,6 +2,8 @@
 markers timelines in light and dark mode, the break parameters, the results link, no access, and no CSP
 violation anywhere (the `context` fixture fails the test on one)."""
 
+from __future__ import annotations
+
 import re
 
 import pytest

@@ -3,6 +3,8 @@ standalone + episode), run end to end: the catalog's form, the preview naming th
 stand for their episodes, the confirmation, a worker's run, and the POSTs counted where they land (the
 sandbox): none for the series or its seasons, one for each episode that lacked the task."""
 
+from __future__ import annotations
+
 import re
 
 import pytest

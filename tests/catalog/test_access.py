@@ -4,6 +4,8 @@ The URLs come from the resolver, so a view added later (the operation views incl
 anyone remembering to add it here.
 """
 
+from __future__ import annotations
+
 import pytest
 import responses
 from django.urls import URLPattern, URLResolver, get_resolver, reverse

@@ -2,6 +2,8 @@
 shares REQUEST_ACTION_BUDGET seconds across its call and the reads that settle it, then leaves the row for
 the scheduler and says so. Vionlabs is a local server on a real socket that accepts and never answers."""
 
+from __future__ import annotations
+
 import html
 import threading
 import time

@@ -1,6 +1,8 @@
 """Task actions from the item page: the fragment that comes back, and every kind of upstream error shown inline
 (status 200, words an operator can act on, never the API key). Vionlabs is faked at the HTTP boundary."""
 
+from __future__ import annotations
+
 import datetime as dt
 import re
 

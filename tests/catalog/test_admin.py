@@ -1,5 +1,7 @@
 """Django admin: constant query counts, read-only history, and task actions that go through the services."""
 
+from __future__ import annotations
+
 import datetime as dt
 import json
 from urllib.parse import quote

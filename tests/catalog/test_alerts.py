@@ -1,5 +1,7 @@
 """Alert digests: what goes in, by mail and webhook, the interval, once per event, and on the overview."""
 
+from __future__ import annotations
+
 import datetime as dt
 import json
 import threading

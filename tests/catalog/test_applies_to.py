@@ -1,5 +1,7 @@
 """Which kinds of item a product applies to: the per-product setting and the one rule built on it."""
 
+from __future__ import annotations
+
 import pytest
 
 from dashboard.catalog.forms import ProductSettingForm

@@ -1,5 +1,7 @@
 """get_client(): one client per settings, and fail-fast clients for calls made while a person waits."""
 
+from __future__ import annotations
+
 import re
 
 import pytest

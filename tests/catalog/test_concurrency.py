@@ -5,6 +5,8 @@ own database connection at the end. SQLite serialises writers and has no row loc
 there (conftest.py states the reason) and run in CI's PostgreSQL pass.
 """
 
+from __future__ import annotations
+
 import threading
 import time
 from collections import Counter

@@ -5,6 +5,8 @@ item's cascade delete, a kind change, an import) is applied, and the trigger-kep
 full count after each step; on PostgreSQL the same runs from concurrent threads.
 """
 
+from __future__ import annotations
+
 import contextlib
 import io
 import random

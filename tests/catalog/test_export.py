@@ -1,6 +1,8 @@
 """Catalog and task exports: the on-screen filter, both formats, streamed in batches, viewers and up, CSV cells
 safe in a spreadsheet, and the catalog CSV importable back."""
 
+from __future__ import annotations
+
 import csv
 import datetime as dt
 import io

@@ -21,6 +21,8 @@ with a busy timeout and IMMEDIATE transactions (tests/settings.py, dashboard/set
 instead of failing.
 """
 
+from __future__ import annotations
+
 import os
 import random
 import threading

@@ -1,5 +1,7 @@
 """import_catalog: CSV and JSON Lines files, stdin, bad rows, re-runs, parents, memory, and --from-vionlabs."""
 
+from __future__ import annotations
+
 import io
 import json
 import os

@@ -1,6 +1,8 @@
 """Files that used to lose rows silently or crash the import: a stray quote in a CSV, a deeply nested JSON
 Lines row. Each ends in a report that names the line, and every other row is imported."""
 
+from __future__ import annotations
+
 import io
 import json
 

@@ -2,6 +2,8 @@
 valid rows. The files are built from rows that carry their own label (valid, or invalid and why); the oracle
 below knows only the documented rules (docs/catalog.md, imports.py docstring), not how the importer applies them."""
 
+from __future__ import annotations
+
 import csv
 import io
 import json

@@ -1,5 +1,7 @@
 """The shareable link of an item, /items/by-id/<inventory id>: any characters, slashes included."""
 
+from __future__ import annotations
+
 from urllib.parse import quote
 
 import pytest

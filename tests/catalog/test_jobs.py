@@ -1,5 +1,7 @@
 """Background jobs: enqueued on commit with ids only, run by the real `db_worker`, harmless when rerun."""
 
+from __future__ import annotations
+
 import importlib
 
 import pytest

@@ -2,6 +2,8 @@
 page, with DEBUG off as in production: the overview, the task list, the item page, the poll and the admin
 (issue 9, item 1). The answer goes through the real service, so what is stored is what the pages read."""
 
+from __future__ import annotations
+
 import re
 from urllib.parse import quote, quote_plus
 

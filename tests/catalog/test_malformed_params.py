@@ -2,6 +2,8 @@
 bad parameter, never a 500 (issue 9, item 7). Runs on SQLite and PostgreSQL (which refuses NUL in text and
 integers beyond bigint, where SQLite does not)."""
 
+from __future__ import annotations
+
 import base64
 import json
 import re

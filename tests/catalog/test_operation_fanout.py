@@ -2,6 +2,8 @@
 while a runner waits out a 429), selections of any size carried in one field, the one-time confirm token,
 the enabled-product rule, series and seasons widened to their episodes, and the queries spent per item."""
 
+from __future__ import annotations
+
 import datetime as dt
 import re
 import threading

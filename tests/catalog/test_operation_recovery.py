@@ -1,6 +1,8 @@
 """A bulk operation whose worker went away mid-run (a restart, a crash) is resumed by the scheduler: the
 job is queued again, the run takes only the items still pending, and nothing is counted or sent twice."""
 
+from __future__ import annotations
+
 import datetime as dt
 import io
 

@@ -2,6 +2,8 @@
 retry the failures, 429s; and the operation pages. Runs use real threads, so these tests commit
 (transaction=True) and run the enqueued job explicitly."""
 
+from __future__ import annotations
+
 import re
 import threading
 import time

@@ -1,6 +1,8 @@
 """The overview's coverage follows each product's `applies_to`, reads the trigger-kept counts, and its live
 regions refresh; the catalog's missing-product filter follows the same rule."""
 
+from __future__ import annotations
+
 import re
 
 import pytest

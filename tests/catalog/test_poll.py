@@ -1,5 +1,7 @@
 """The page's single poll: only changed badges (out-of-band), database only, stops when nothing is in flight."""
 
+from __future__ import annotations
+
 import datetime as dt
 import re
 import time

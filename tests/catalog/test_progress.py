@@ -1,5 +1,7 @@
 """Progress lines of long commands: drawn in place on a terminal, nothing at all when piped."""
 
+from __future__ import annotations
+
 import io
 from pathlib import Path
 

@@ -9,6 +9,8 @@ expression matches what Django writes), or PostgreSQL falls back to a scan and t
 a million items (scripts/bench_catalog_page.py) shows the planner choosing them on its own.
 """
 
+from __future__ import annotations
+
 import datetime as dt
 
 import pytest

@@ -1,6 +1,8 @@
 """services.task_results: fetch, cache, refresh and every failure of a done task's result, with Vionlabs faked
 at the HTTP boundary by `responses`; and the presenters that draw it."""
 
+from __future__ import annotations
+
 import datetime as dt
 import json
 from urllib.parse import quote

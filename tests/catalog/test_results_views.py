@@ -1,6 +1,8 @@
 """The result fragment and page of a done task, its refresh, the `results` link and the catalog's result
 chips: who may see what, what is drawn, bad parameters, and pinned query counts."""
 
+from __future__ import annotations
+
 import datetime as dt
 import re
 

@@ -1,5 +1,7 @@
 """Security headers and the rules that keep the strict CSP true: no inline script, style or handler anywhere."""
 
+from __future__ import annotations
+
 import os
 import re
 import secrets

@@ -1,5 +1,7 @@
 """seed_demo: the demo catalog, tasks in every status, the three logins, idempotence, and the sandbox path."""
 
+from __future__ import annotations
+
 import io
 import re
 import socket

@@ -2,6 +2,8 @@
 refuses the others, a container lists its seasons and episodes, and tasks the setting no longer covers are
 flagged."""
 
+from __future__ import annotations
+
 import re
 
 import pytest

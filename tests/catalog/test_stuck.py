@@ -1,5 +1,7 @@
 """Stuck detection: configured threshold, else the 95th percentile of past durations (20+ samples), else default."""
 
+from __future__ import annotations
+
 import datetime as dt
 
 import pytest

@@ -1,6 +1,8 @@
 """Scheduled sync: claims, leases, backoff, the per-minute budget, the circuit breaker, the command; and on
 PostgreSQL, two workers and two schedulers over 2,000 in-flight tasks."""
 
+from __future__ import annotations
+
 import datetime as dt
 import os
 import signal

@@ -1,6 +1,8 @@
 """Results links survive a status change seen by the scheduler or a webhook: one task read per change,
 counted against the scheduler's budget. And tasks the product's setting no longer covers keep being synced."""
 
+from __future__ import annotations
+
 from urllib.parse import quote
 
 import pytest

@@ -1,6 +1,8 @@
 """Statuses are free strings: a long one is stored whole, a hostile one is a clear upstream error, and the
 in-progress marker of a create or deactivate is released however the recording of the answer ends."""
 
+from __future__ import annotations
+
 from contextlib import contextmanager
 from urllib.parse import quote
 

@@ -1,5 +1,7 @@
 """Pages and fragments of the operations UI: what they show, and a query count that stays put as rows grow."""
 
+from __future__ import annotations
+
 import datetime as dt
 import re
 

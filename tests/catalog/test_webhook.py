@@ -1,5 +1,7 @@
 """The Vionlabs webhook receiver: secret in constant time, answers at once, one refresh per delivery."""
 
+from __future__ import annotations
+
 import json
 import logging
 

@@ -1,5 +1,7 @@
 """Small tools for talking to the sandbox with plain HTTP in these tests."""
 
+from __future__ import annotations
+
 import json
 import queue
 import threading

@@ -1,5 +1,7 @@
 """The sandbox's Catalog API: paged listing, PUT, items registered by tasks, the preload file."""
 
+from __future__ import annotations
+
 import json
 
 import pytest

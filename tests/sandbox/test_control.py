@@ -1,5 +1,7 @@
 """Introspection (/_sandbox/*), run-time options, webhooks, logging and the run_sandbox command."""
 
+from __future__ import annotations
+
 import json
 import logging
 import os

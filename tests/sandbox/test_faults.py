@@ -1,5 +1,7 @@
 """Fault injection, concurrency and connection handling of the sandbox."""
 
+from __future__ import annotations
+
 import http.client
 import json
 import socket

@@ -1,5 +1,7 @@
 """POST /_sandbox/tasks: tasks that already have a history (the demo's finished tasks) keep their status."""
 
+from __future__ import annotations
+
 from .helpers import call, item_path, task_path, wait_until
 
 

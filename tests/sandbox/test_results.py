@@ -1,5 +1,7 @@
 """The sandbox's Results APIs: made-up but deterministic results for done tasks, 404 before, faults, 403."""
 
+from __future__ import annotations
+
 import itertools
 import os
 import signal

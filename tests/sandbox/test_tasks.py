@@ -1,5 +1,7 @@
 """The sandbox's task endpoints: life cycle, links, validation, auth and paths, over plain HTTP."""
 
+from __future__ import annotations
+
 import pytest
 import requests
 

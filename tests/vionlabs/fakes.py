@@ -1,5 +1,7 @@
 """Client test helpers: failures built the way requests really raises them, and a tiny local server."""
 
+from __future__ import annotations
+
 import contextlib
 import socket
 import threading

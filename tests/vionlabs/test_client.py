@@ -1,5 +1,7 @@
 """Unit tests of VionlabsClient at the HTTP boundary, with `responses`."""
 
+from __future__ import annotations
+
 import json
 import pickle
 from datetime import UTC, datetime, timedelta

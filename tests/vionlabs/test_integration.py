@@ -1,5 +1,7 @@
 """The client against the sandbox on a real port: every endpoint, life cycles, errors, odd ids, faults."""
 
+from __future__ import annotations
+
 import threading
 import time
 

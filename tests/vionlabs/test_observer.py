@@ -1,5 +1,7 @@
 """The client's optional `on_call` observer: told each exchange's endpoint name, outcome and duration."""
 
+from __future__ import annotations
+
 import pytest
 import requests
 import responses

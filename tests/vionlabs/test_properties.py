@@ -5,6 +5,8 @@
 - any response body either parses or raises the client's own error (a VionlabsError), never another exception.
 """
 
+from __future__ import annotations
+
 import json
 
 import pytest

@@ -1,5 +1,7 @@
 """The client against a tiny local HTTP server on a real socket: encoding on the wire, deadlines, timeouts."""
 
+from __future__ import annotations
+
 import json
 import time
 from urllib.parse import parse_qs, unquote, urlsplit

@@ -1,5 +1,7 @@
 """The API key must appear in no exception text, repr, traceback or log record, whatever goes wrong."""
 
+from __future__ import annotations
+
 import html
 import json
 import logging

@@ -1,5 +1,7 @@
 """The Results APIs through VionlabsClient, with `responses`: every answer shape, every failure, no key leak."""
 
+from __future__ import annotations
+
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 

@@ -1,5 +1,7 @@
 """The results client against the sandbox on a real port: a task's life to its result, and every failure kind."""
 
+from __future__ import annotations
+
 import time
 
 import pytest

@@ -1,5 +1,7 @@
 """max_retry_wait: a client that must answer quickly gives up rather than wait longer than allowed."""
 
+from __future__ import annotations
+
 import pytest
 import responses
 

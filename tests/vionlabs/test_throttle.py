@@ -1,5 +1,7 @@
 """The shared Throttle: one 429 slows every thread and client that shares it."""
 
+from __future__ import annotations
+
 import threading
 import time
 

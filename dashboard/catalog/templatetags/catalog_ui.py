@@ -1,5 +1,7 @@
 """Small presentation helpers: status badges (colour plus icon plus text), durations. No HTTP, no queries."""
 
+from __future__ import annotations
+
 import datetime as dt
 
 from django import template

@@ -1,6 +1,8 @@
 """Actions on one task or item (create, refresh, deactivate, retry): each calls a service and answers with
 the changed fragment, an upstream error inside it with a 200 (htmx 2 does not swap 4xx/5xx bodies)."""
 
+from __future__ import annotations
+
 from collections.abc import Callable
 
 from django.contrib import messages

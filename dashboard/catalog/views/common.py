@@ -1,5 +1,7 @@
 """What every view module shares: the operate check and an upstream error in an operator's words."""
 
+from __future__ import annotations
+
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager

@@ -14,6 +14,8 @@ by status, a sample, and asks for a reason; its form posts the same fields plus 
 None of these views calls Vionlabs: the work runs in a background job.
 """
 
+from __future__ import annotations
+
 from typing import Any
 
 from django.contrib import messages

@@ -1,5 +1,7 @@
 """The pages: overview, catalog (with its expandable children), item page and task list. Reads only."""
 
+from __future__ import annotations
+
 from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render

@@ -1,5 +1,7 @@
 """The single poll of each page: badges and rows changed since the last poll. Database only."""
 
+from __future__ import annotations
+
 import datetime as dt
 
 from django.http import HttpResponse

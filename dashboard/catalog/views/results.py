@@ -6,6 +6,8 @@ out of date) fetches it from Vionlabs once and caches it, like any page that rea
 (Refresh) calls Vionlabs on purpose and is an operator's action, like refreshing a task.
 """
 
+from __future__ import annotations
+
 from typing import Any
 
 from django.http import HttpResponse

@@ -1,5 +1,7 @@
 """The Vionlabs webhook receiver: checks the shared secret, notes the delivery, enqueues a refresh."""
 
+from __future__ import annotations
+
 import hmac
 import json
 import logging

@@ -4,6 +4,8 @@ Exit status: 0 when every row imported, 1 when some rows were bad (they are list
 2 when the file as a whole cannot be read or Vionlabs failed part-way (what came before is kept).
 """
 
+from __future__ import annotations
+
 import sys
 from pathlib import Path
 from typing import Any

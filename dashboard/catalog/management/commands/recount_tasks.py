@@ -1,5 +1,7 @@
 """`manage.py recount_tasks`: rebuild the overview's task and item counts from the tasks themselves."""
 
+from __future__ import annotations
+
 import time
 from typing import Any
 

@@ -9,6 +9,8 @@ sandbox forgets everything when it restarts. Demo tasks are never sent to a real
 groups and users are only added when missing); the catalog is the same every time (a fixed random seed).
 """
 
+from __future__ import annotations
+
 import datetime as dt
 import random
 import secrets

@@ -1,6 +1,8 @@
 """`manage.py sync_tasks [--every SECONDS] [--inline]`: refresh every in-flight task that is due, once or on
 a schedule. Any number of these may run at once, on any number of machines (see dashboard.catalog.sync)."""
 
+from __future__ import annotations
+
 import time
 from typing import Any
 

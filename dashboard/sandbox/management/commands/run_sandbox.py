@@ -1,5 +1,7 @@
 """`manage.py run_sandbox`: serve the local Vionlabs stand-in until Ctrl-C."""
 
+from __future__ import annotations
+
 import signal
 from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
