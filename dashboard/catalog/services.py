@@ -11,6 +11,8 @@ never overwrites a newer one. When Vionlabs cannot be reached, the row keeps its
 goes to `sync_error` and `UpstreamHealth`, and the client's error is re-raised for the caller to show.
 """
 
+from __future__ import annotations
+
 import datetime as dt
 import logging
 import time
@@ -268,7 +270,7 @@ def _clear_marker(task: ProductTask, started_at: dt.datetime) -> None:
 
 
 def _event(
-    task: ProductTask, *, action: str, status_before: str, who: "_Who", error: str = "", note: str = ""
+    task: ProductTask, *, action: str, status_before: str, who: _Who, error: str = "", note: str = ""
 ) -> None:
     TaskEvent.objects.create(
         task=task,
@@ -593,7 +595,6 @@ def _send_mutation(
 ) -> ProductTask:
     """Send a marked create or deactivate (outside any transaction) and record what came of it: the answer,
     a reconciling read when the outcome is unknown, or the failure (then raised)."""
-    observed_at = timezone.now()
     try:
         ensure_no_transaction()
         with keep_for_settling(SEND_SHARE):
@@ -610,6 +611,10 @@ def _send_mutation(
     except BaseException:
         _release(task, started_at=started_at)
         raise
+    # The answer is recorded as seen when it arrived, not when the request left: a read sent while the change
+    # was in flight may have been served before it took effect, and must not overwrite it once the marker is
+    # cleared (_apply drops answers older than the last one recorded).
+    observed_at = timezone.now()
     task = _record_answer(
         task,
         answer=_answer_from_state(state),

@@ -1,5 +1,7 @@
 """The service layer against a real database, with Vionlabs faked at the HTTP boundary by `responses`."""
 
+from __future__ import annotations
+
 import datetime as dt
 import json
 import re
@@ -21,7 +23,7 @@ from dashboard.catalog.models import (
     TaskEvent,
     UpstreamHealth,
 )
-from dashboard.vionlabs import VionlabsNotFound, VionlabsRejected, VionlabsUnavailable
+from dashboard.vionlabs import TaskState, VionlabsNotFound, VionlabsRejected, VionlabsUnavailable
 
 BASE = "https://vionlabs.test"
 KEY = "sk-test-very-secret-4711"
@@ -870,3 +872,26 @@ def test_an_encoded_key_in_an_item_listing_error_is_stored_redacted(settings, mo
     task = ProductTask.objects.get(item=item)
     assert task.error == "fetch failed: https://cdn.test/[redacted]/a.mp4"
     assert TaskEvent.objects.get(task=task).error == task.error
+
+
+def test_a_read_sent_while_a_deactivate_was_in_flight_cannot_overwrite_it(mocked, item, operator):
+    """Such a read may have been served before the DELETE took effect; once the deactivate is recorded and its
+    marker cleared, its "done" must be dropped as older than the deactivate's own answer."""
+    task = make_task(item, status="done")
+    in_flight: list[dt.datetime] = []
+
+    def answer_delete(request):
+        in_flight.append(timezone.now())  # a read sent now, by the scheduler say, is "observed" at this time
+        return (200, {}, json.dumps(state("deactivated")))
+
+    mocked.add_callback(responses.DELETE, task_url(), callback=answer_delete)
+    services.task_deactivate(task=task, actor=operator)
+
+    task.refresh_from_db()
+    assert task.status == "deactivated"
+    assert task.last_checked_at > in_flight[0]
+    stale_read = services._answer_from_state(TaskState(status="done"))
+    with transaction.atomic():
+        locked = ProductTask.objects.select_for_update().get(pk=task.pk)
+        assert not services._apply(locked, stale_read, in_flight[0])
+    assert ProductTask.objects.get(pk=task.pk).status == "deactivated"
