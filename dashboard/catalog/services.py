@@ -467,13 +467,9 @@ def task_create(
                 )
             abandoned = task.action_in_progress
             _mark(task, EventAction.CREATE, now)
-    if abandoned:
-        settled = _settle_abandoned(
-            task, abandoned=abandoned, action=EventAction.CREATE, started_at=now, who=who
-        )
-        if settled is not None:
-            return settled
-    return _send_create(task, action=EventAction.CREATE, priority=priority, started_at=now, who=who)
+    return _settle_or_send_create(
+        task, abandoned=abandoned, action=EventAction.CREATE, priority=priority, started_at=now, who=who
+    )
 
 
 def task_retry(
@@ -501,13 +497,20 @@ def task_retry(
         check_applies(item=task.item, product=task.product)
         abandoned = task.action_in_progress
         _mark(task, EventAction.RETRY, now)
+    return _settle_or_send_create(
+        task, abandoned=abandoned, action=EventAction.RETRY, priority=task.priority, started_at=now, who=who
+    )
+
+
+def _settle_or_send_create(
+    task: ProductTask, *, abandoned: str, action: str, priority: str, started_at: dt.datetime, who: _Who
+) -> ProductTask:
+    """POST a marked create or retry, unless it took over an abandoned marker whose outcome a read settles."""
     if abandoned:
-        settled = _settle_abandoned(
-            task, abandoned=abandoned, action=EventAction.RETRY, started_at=now, who=who
-        )
+        settled = _settle_abandoned(task, abandoned=abandoned, action=action, started_at=started_at, who=who)
         if settled is not None:
             return settled
-    return _send_create(task, action=EventAction.RETRY, priority=task.priority, started_at=now, who=who)
+    return _send_create(task, action=action, priority=priority, started_at=started_at, who=who)
 
 
 def _settle_abandoned(
