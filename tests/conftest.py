@@ -11,6 +11,7 @@ import os
 import pytest
 from django.db import connection
 
+from dashboard.catalog import counts
 from tests.factories import make_products, make_user
 
 EXPECTED_SKIP = "[expected on SQLite]"
@@ -100,6 +101,20 @@ def _forget_upstream_health_memo():
 
 #: Short enough that a test sees a task through pending → processing → done in under a second.
 SANDBOX_TEST_OPTIONS = {"pending_seconds": 0.2, "processing_seconds": 0.4}
+
+
+@pytest.fixture(autouse=True)
+def _consistent_counts_after_a_flush(request):
+    """A transactional test starts from the counts of an empty database. Django empties the tables between
+    such tests with DELETE on SQLite, the count logs first: the task triggers then log the deletions of the
+    previous test's tasks as negative counts (PostgreSQL's TRUNCATE is handled by its own trigger)."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = (marker is not None and marker.kwargs.get("transaction")) or bool(
+        {"live_server", "transactional_db"} & set(request.fixturenames)
+    )
+    if transactional:
+        request.getfixturevalue("transactional_db")
+        counts.recount()
 
 
 @pytest.fixture(scope="session")
