@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Self
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Coalesce
+from django.utils.text import smart_split, unescape_string_literal
 
 from dashboard.vionlabs import IN_FLIGHT_STATUSES, Status
 
@@ -24,13 +25,33 @@ IN_FLIGHT_SINCE_FIELDS = ("requested_at", "created_at")
 OUTCOME_UNKNOWN = "Outcome unknown"
 
 
+#: Terms a search keeps; the rest are ignored (each is one more indexed condition).
+MAX_SEARCH_TERMS = 10
+
+
+def search_terms(text: str) -> list[str]:
+    """The terms of a search box's text: words split on spaces, a quoted phrase kept whole (quotes removed),
+    duplicates and empty terms dropped, at most MAX_SEARCH_TERMS."""
+    terms: list[str] = []
+    for part in smart_split(text.strip()):
+        if len(part) >= 2 and part[0] == part[-1] and part[0] in "\"'":
+            part = unescape_string_literal(part)
+        part = part.strip()
+        if part and part.lower() not in {t.lower() for t in terms}:
+            terms.append(part)
+    return terms[:MAX_SEARCH_TERMS]
+
+
 class CatalogItemQuerySet(models.QuerySet):
     def search(self, text: str) -> Self:
-        """Items whose inventory id or title contains the text (case-insensitive)."""
-        text = text.strip()
-        if not text:
-            return self
-        return self.filter(Q(inventory_id__icontains=text) | Q(title__icontains=text))
+        """Items whose inventory id or title contains every term of the text (case-insensitive), as the admin
+        searches: `number 99999` finds "Title number 99999" and "tt00099999 · Title number 12"; a quoted
+        `"number 99999"` must appear as written. Each term is its own trigram-indexed condition on PostgreSQL,
+        so a rare term narrows the search whatever common words come with it."""
+        qs = self
+        for term in search_terms(text):
+            qs = qs.filter(Q(inventory_id__icontains=term) | Q(title__icontains=term))
+        return qs
 
     def applicable_to(self, setting: ProductSetting) -> Self:
         """Items of the kinds the product (a ProductSetting) is requested for."""

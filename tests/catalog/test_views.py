@@ -200,6 +200,29 @@ def test_search_matches_inventory_id_and_title_and_returns_only_the_results_frag
     assert html.count('id="poll"') == 1
 
 
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        # Every word must appear, each in the inventory id or the title, in any order.
+        ("redemption shawshank", {"tt0111161/4k", "tt0111161/hd"}),
+        ("tt0111161 4k", {"tt0111161/4k"}),
+        ("shawshank godfather", set()),
+        # A quoted phrase must appear as written.
+        ('"shawshank redemption"', {"tt0111161/4k"}),
+        ('"redemption shawshank"', set()),
+        ("REDEMPTION", {"tt0111161/4k", "tt0111161/hd"}),
+        ("   ", {"tt0111161/4k", "tt0111161/hd", "tt0068646/4k"}),
+    ],
+)
+def test_search_needs_every_word_and_keeps_quoted_phrases_whole(viewer_client, products, q, expected):
+    CatalogItem.objects.create(inventory_id="tt0111161/4k", title="The Shawshank Redemption")
+    CatalogItem.objects.create(inventory_id="tt0111161/hd", title="Redemption (Shawshank cut)")
+    CatalogItem.objects.create(inventory_id="tt0068646/4k", title="The Godfather")
+    html = text(viewer_client.get(reverse("catalog:item-list"), {"q": q}))
+    found = set(re.findall(r'class="inventory-id">([^<]+)</a>', html))
+    assert found == expected
+
+
 def test_search_input_is_an_active_search(viewer_client, products):
     html = text(viewer_client.get(reverse("catalog:item-list")))
     search = re.search(r'<input type="search" name="q".*?>', html, re.S).group(0)
