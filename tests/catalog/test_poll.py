@@ -204,6 +204,30 @@ def test_poll_query_count_is_constant(viewer_client, products, rows, django_asse
     assert len(oob_ids(response.content.decode())) == 2 * rows
 
 
+def test_an_idle_poll_of_catalog_badges_reads_the_tasks_once(
+    viewer_client, products, django_assert_num_queries
+):
+    # The common case, every few seconds on every open catalog page: nothing changed. The products' default
+    # versions come along with the tasks; the settings themselves are read only to draw a changed badge.
+    items, tasks = add_items(30)
+    backdate(*tasks)
+    params = {"items": ",".join(str(i.pk) for i in items), "since": f"{time.time():.3f}"}
+    with django_assert_num_queries(AUTH + 1):
+        response = viewer_client.get(reverse("catalog:poll"), params)
+    assert oob_ids(response.content.decode()) == set()
+    assert "poll--active" in response.content.decode()  # the pending and processing ones keep it fast
+
+
+def test_a_polled_badge_shows_the_default_version_task(viewer_client, products):
+    items, _ = add_items(1, statuses=("done",))
+    ProductTask.objects.create(item=items[0], product="adbreaks", version="0.9", status="failed")
+    response = viewer_client.get(reverse("catalog:poll"), {"items": str(items[0].pk), "since": "0"})
+    html = response.content.decode()
+    cell = re.search(rf'id="badge-{items[0].pk}-adbreaks" hx-swap-oob="innerHTML">(.*?)</span>\n', html, re.S)
+    assert "done" in cell.group(1)
+    assert "failed" not in cell.group(1)
+
+
 @pytest.mark.parametrize("since", ["", "yesterday", "1e400", "-99999999999999"])
 def test_a_bad_since_is_treated_as_now(viewer_client, page_items, since):
     items, _ = page_items
