@@ -141,6 +141,11 @@ def status_sort_key(status: str) -> tuple[int, str]:
         return (len(KNOWN_STATUS_ORDER), status)
 
 
+#: The task fields a catalog badge needs, with those `choose_task` and `task_is_active` read: catalog pages and
+#: their poll load only these (whole rows cost 2-3x more to load; a page of 50 items reads about 75 tasks).
+BADGE_TASK_FIELDS = ("item_id", "product", "version", "status", "action_in_progress", "updated_at")
+
+
 @dataclass
 class Cell:
     product: ProductSetting
@@ -152,12 +157,15 @@ class Cell:
         return f"badge-{self.item_pk}-{self.product.product}"
 
     item_pk: int = 0
+    #: The item's page, where the badge links (the row's URL, reversed once per row, not once per badge).
+    item_url: str = ""
 
 
 @dataclass
 class ItemRow:
     item: CatalogItem
     cells: list[Cell]
+    url: str = ""
 
     @property
     def is_container(self) -> bool:
@@ -220,9 +228,13 @@ def build_rows(items: list[CatalogItem], products: list[ProductSetting]) -> list
     """Catalog rows with their badges: one query for the tasks, two more when series or seasons are shown."""
     by_item: dict[tuple[int, str], list[ProductTask]] = defaultdict(list)
     if items and products:
-        tasks = ProductTask.objects.filter(
-            item_id__in=[i.pk for i in items], product__in=[s.product for s in products]
-        ).order_by()
+        tasks = (
+            ProductTask.objects.filter(
+                item_id__in=[i.pk for i in items], product__in=[s.product for s in products]
+            )
+            .only(*BADGE_TASK_FIELDS)
+            .order_by()
+        )
         for task in tasks:
             by_item[(task.item_id, task.product)].append(task)
     containers = [i.pk for i in items if i.kind in CONTAINER_KINDS]
@@ -230,11 +242,12 @@ def build_rows(items: list[CatalogItem], products: list[ProductSetting]) -> list
     rows = []
     for item in items:
         cells = []
+        url = reverse("catalog:item-detail", args=[item.pk])
         for setting in products:
             chosen = choose_task(by_item.get((item.pk, setting.product), []), setting.default_version)
             rollup = rollups[item.pk][setting.product] if item.pk in rollups else None
-            cells.append(Cell(product=setting, task=chosen, rollup=rollup, item_pk=item.pk))
-        rows.append(ItemRow(item=item, cells=cells))
+            cells.append(Cell(product=setting, task=chosen, rollup=rollup, item_pk=item.pk, item_url=url))
+        rows.append(ItemRow(item=item, cells=cells, url=url))
     return rows
 
 
@@ -272,11 +285,6 @@ def task_is_active(task: ProductTask) -> bool:
     return task.is_in_flight or bool(task.action_in_progress)
 
 
-#: The task fields a catalog poll loads: those `choose_task`, `task_is_active` and the cell badge read (whole
-#: rows cost 2-3x more to load, and a poll of 50 items reads about 75 of them).
-POLL_BADGE_FIELDS = ("item_id", "product", "version", "status", "action_in_progress", "updated_at")
-
-
 def poll_changes(
     *, item_ids: list[int], task_ids: list[int], rows: str, since: dt.datetime, now: dt.datetime
 ) -> tuple[list[Cell], list[ProductTask], bool]:
@@ -297,7 +305,7 @@ def poll_changes(
                     enabled.filter(product=OuterRef("product")).values("default_version")
                 )
             )
-            .only(*POLL_BADGE_FIELDS)
+            .only(*BADGE_TASK_FIELDS)
             .order_by()
         ):
             grouped[(task.item_id, task.product)].append(task)
@@ -312,7 +320,12 @@ def poll_changes(
         if changed:
             settings_by_product = {s.product: s for s in enabled}
             cells = [
-                Cell(product=settings_by_product[t.product], task=t, item_pk=pk)
+                Cell(
+                    product=settings_by_product[t.product],
+                    task=t,
+                    item_pk=pk,
+                    item_url=reverse("catalog:item-detail", args=[pk]),
+                )
                 for pk, t in changed
                 if t.product in settings_by_product  # unless disabled between the two reads
             ]
