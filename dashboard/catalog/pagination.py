@@ -77,6 +77,8 @@ class Page:
     rows: list[Any]
     next_cursor: str | None
     prev_cursor: str | None
+    #: True when the page holds every matching row (a first page with nothing after it).
+    whole: bool = False
 
 
 def keyset_page(
@@ -121,4 +123,13 @@ def keyset_page(
         rows=rows,
         next_cursor=cursor(rows[-1]) if rows and has_next else None,
         prev_cursor=cursor(rows[0]) if rows and has_prev else None,
+        whole=not has_prev and not has_next,
     )
+
+
+def page_count(page: Page, qs: QuerySet) -> tuple[int, bool]:
+    """(count, is_exact) of the rows matching: the page's own when it holds them all (a search that finds a
+    few: no second query), else `bounded_count(qs)`."""
+    if page.whole:
+        return len(page.rows), True
+    return bounded_count(qs)

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET
 from .. import alerts, selectors
 from ..forms import CatalogFilterForm, TaskCreateForm, TaskFilterForm, parse_depth
 from ..models import CatalogItem, OperationKind, PriorityChoices
-from ..pagination import Page, bounded_count, keyset_page
+from ..pagination import Page, keyset_page, page_count
 from ..permissions import viewer_required
 from ..selectors import (
     ItemRow,
@@ -68,7 +68,7 @@ def item_list(request: HtmxHttpRequest) -> HttpResponse:
             unique=sort.lstrip("-") == "inventory_id",
         )
         rows = build_rows(page.rows, products)
-        count, count_exact = bounded_count(form.countable(qs))
+        count, count_exact = page_count(page, form.countable(qs))
     base_query = request.GET.copy()
     for name in ("after", "before"):
         base_query.pop(name, None)
@@ -163,7 +163,7 @@ def task_list(request: HtmxHttpRequest) -> HttpResponse:
             size=settings.DASHBOARD_PAGE_SIZE,
             unique=True,
         )
-        count, count_exact = bounded_count(qs)
+        count, count_exact = page_count(page, qs)
     now = timezone.now()
     for task in page.rows:
         task.stuck = thresholds.is_stuck(task, now=now)
