@@ -298,7 +298,7 @@ def poll_changes(
         # read only when a badge changed (a poll of 50 idle items every few seconds per page is the norm).
         enabled = ProductSetting.objects.enabled()
         grouped: dict[tuple[int, str], list[ProductTask]] = defaultdict(list)
-        for task in (
+        for polled in (
             ProductTask.objects.filter(item_id__in=item_ids, product__in=enabled.values("product"))
             .annotate(
                 default_version=Subquery(
@@ -308,7 +308,7 @@ def poll_changes(
             .only(*BADGE_TASK_FIELDS)
             .order_by()
         ):
-            grouped[(task.item_id, task.product)].append(task)
+            grouped[(polled.item_id, polled.product)].append(polled)
         changed: list[tuple[int, ProductTask]] = []
         for (item_pk, _product), tasks in grouped.items():
             chosen = choose_task(tasks, tasks[0].default_version)  # type: ignore[attr-defined]
