@@ -92,3 +92,21 @@ def test_the_sandbox_app_is_installed_only_where_it_is_used(env, installed):
     result = _run_settings(env, code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(installed)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize(("value", "expected"), [(None, "1.1"), ("2", "2"), ("", "4")])
+def test_postgresql_sessions_plan_for_ssd_page_costs_unless_told_otherwise(value, expected):
+    # With PostgreSQL's default random_page_cost (4), a task page filtered by status walked the primary key
+    # backwards past 100,000 rows of other statuses (tests/catalog/test_query_plans.py shows the plan).
+    server = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
+    env = {"SECRET_KEY": "x" * 50, "DATABASE_URL": f"{server}/postgres"}
+    if value is not None:
+        env["DATABASE_RANDOM_PAGE_COST"] = value
+    code = (
+        "import django; django.setup(); from django.db import connection; c = connection.cursor(); "
+        "c.execute('SHOW random_page_cost'); print(c.fetchone()[0])"
+    )
+    result = _run_settings(env, code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
