@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db import connection
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from .counts import Counts
@@ -67,29 +67,48 @@ def compute_thresholds(settings: Iterable[ProductSetting] | None = None) -> Stuc
     if settings is None:
         settings = ProductSetting.objects.all()
     configured = {s.product: s.stuck_after for s in settings if s.stuck_after}
-    samples: dict[tuple[str, str], list[dt.timedelta]] = defaultdict(list)
-    recent = (
-        ProductTask.objects.filter(
-            status=TaskStatus.DONE, requested_at__isnull=False, status_changed_at__isnull=False
-        )
-        .order_by("-status_changed_at")
-        .values_list("product", "priority", "requested_at", "status_changed_at")[:SAMPLE_LIMIT]
-    )
-    for product, priority, requested_at, finished_at in recent:
-        if requested_at is not None and finished_at is not None and finished_at >= requested_at:
-            samples[(product, priority)].append(finished_at - requested_at)
+    observed = _observed_percentiles()
     thresholds = StuckThresholds()
     for product in ProductChoices.values:
         for priority in PriorityChoices.values:
             if product in configured:
                 thresholds.by_key[(product, priority)] = Threshold(configured[product], "configured")
                 continue
-            durations = samples.get((product, priority), [])
-            if len(durations) >= MIN_SAMPLES:
-                thresholds.by_key[(product, priority)] = Threshold(
-                    percentile(durations), f"95th percentile of {len(durations)}"
-                )
+            count, value = observed.get((product, priority), (0, dt.timedelta(0)))
+            if count >= MIN_SAMPLES:
+                thresholds.by_key[(product, priority)] = Threshold(value, f"95th percentile of {count}")
     return thresholds
+
+
+def _observed_percentiles() -> dict[tuple[str, str], tuple[int, dt.timedelta]]:
+    """(number of durations, their PERCENTILE) per (product, priority), over the SAMPLE_LIMIT most recent
+    completions (requested → done, negative durations left out). One query. PostgreSQL computes the
+    nearest-rank percentile itself (`percentile_disc`) and sends a row per pair; elsewhere the sample comes
+    back and `percentile` takes it (the tasks, overview and item pages ask this on every view: moving 5,000
+    rows of timestamps cost about 10 ms of CPU per page)."""
+    recent = (
+        ProductTask.objects.filter(
+            status=TaskStatus.DONE, requested_at__isnull=False, status_changed_at__isnull=False
+        )
+        .order_by("-status_changed_at")
+        .annotate(took=F("status_changed_at") - F("requested_at"))
+    )
+    if connection.vendor == "postgresql":
+        sql, params = recent.values("product", "priority", "took")[:SAMPLE_LIMIT].query.sql_with_params()
+        with connection.cursor() as cursor:
+            query = (  # the ORM's own SQL and parameters, wrapped
+                "SELECT product, priority, COUNT(*), percentile_disc(%s) WITHIN GROUP (ORDER BY took) "  # noqa: S608
+                f"FROM ({sql}) AS sample WHERE took >= interval '0' GROUP BY product, priority"
+            )
+            cursor.execute(query, [PERCENTILE, *params])
+            return {
+                (product, priority): (count, value) for product, priority, count, value in cursor.fetchall()
+            }
+    samples: dict[tuple[str, str], list[dt.timedelta]] = defaultdict(list)
+    for product, priority, took in recent.values_list("product", "priority", "took")[:SAMPLE_LIMIT]:
+        if took is not None and took >= dt.timedelta(0):
+            samples[(product, priority)].append(took)
+    return {key: (len(durations), percentile(durations)) for key, durations in samples.items()}
 
 
 def _cutoffs(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import pytest
 from django.utils import timezone
 
 from dashboard.catalog.models import CatalogItem, ProductSetting, ProductTask
-from dashboard.catalog.stuck import MIN_SAMPLES, compute_thresholds, percentile, stuck_tasks
+from dashboard.catalog.stuck import MIN_SAMPLES, Threshold, compute_thresholds, percentile, stuck_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -115,3 +116,18 @@ def test_compute_thresholds_costs_two_queries_however_long_the_history(django_as
     history(60)
     with django_assert_num_queries(2):
         compute_thresholds()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_database_takes_the_same_nearest_rank_percentile_as_python(seed):
+    # PostgreSQL computes it in SQL (percentile_disc), SQLite in Python: both must give `percentile`'s answer,
+    # ties and finished-before-requested rows (left out) included.
+    rng = random.Random(seed)
+    minutes = [rng.choice([rng.randint(1, 300), 42, 42, -5]) for _ in range(rng.randint(MIN_SAMPLES, 90))]
+    history(len(minutes), priority="high", minutes=lambda i: minutes[i])
+    kept = [dt.timedelta(minutes=m) for m in minutes if m >= 0]
+    threshold = compute_thresholds().for_task("adbreaks", "high")
+    if len(kept) >= MIN_SAMPLES:
+        assert threshold == Threshold(percentile(kept), f"95th percentile of {len(kept)}")
+    else:
+        assert threshold.basis == "default"
