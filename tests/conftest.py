@@ -31,12 +31,11 @@ def pytest_collection_modifyitems(config, items):
             items[:] = [item for item in items if not item.get_closest_marker("slow")]
     is_postgres = connection.vendor == "postgresql"
     for item in items:
-        if item.get_closest_marker("postgres_only") and not is_postgres:
+        marker = item.get_closest_marker("postgres_only")
+        if marker and not is_postgres:
+            why = marker.kwargs.get("reason", "needs PostgreSQL row locks and real concurrent transactions")
             item.add_marker(
-                pytest.mark.skip(
-                    reason=f"{EXPECTED_SKIP} needs PostgreSQL row locks and real concurrent transactions; "
-                    "CI runs it in its PostgreSQL pass"
-                )
+                pytest.mark.skip(reason=f"{EXPECTED_SKIP} {why}; CI runs it in its PostgreSQL pass")
             )
 
 

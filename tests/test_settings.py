@@ -94,7 +94,7 @@ def test_the_sandbox_app_is_installed_only_where_it_is_used(env, installed):
     assert result.stdout.strip() == str(installed)
 
 
-@pytest.mark.postgres_only
+@pytest.mark.postgres_only(reason="a PostgreSQL session setting")
 @pytest.mark.parametrize(("value", "expected"), [(None, "1.1"), ("2", "2"), ("", "4")])
 def test_postgresql_sessions_plan_for_ssd_page_costs_unless_told_otherwise(value, expected):
     # With PostgreSQL's default random_page_cost (4), a task page filtered by status walked the primary key

@@ -24,7 +24,10 @@ from dashboard.catalog.models import CatalogItem, ItemKind, ProductTask
 from dashboard.catalog.stuck import StuckThresholds, stuck_ranking
 from dashboard.catalog.sync import _due
 
-pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db]
+pytestmark = [
+    pytest.mark.postgres_only(reason="reads the plans of PostgreSQL's planner"),
+    pytest.mark.django_db,
+]
 
 ITEMS = 20_000
 STATUSES = ["done"] * 14 + ["pending", "processing", "failed", "deactivated"]
