@@ -32,11 +32,20 @@ class Counter:
         self.lock = threading.Lock()
         self.statements: collections.Counter[str] = collections.Counter()
         self.commits = 0
+        self.db_seconds = 0.0  # wall time in statements and commits, summed over the threads
+        self.http_seconds = 0.0  # wall time in HTTP exchanges, summed over the threads
+        self.commit_seconds = 0.0  # the part of db_seconds spent in commits
 
     def reset(self) -> None:
         with self.lock:
             self.statements.clear()
             self.commits = 0
+            self.db_seconds = self.http_seconds = self.commit_seconds = 0.0
+
+    def add(self, name: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        with self.lock:
+            setattr(self, name, getattr(self, name) + elapsed)
 
     def shape(self, sql: str) -> str:
         sql = re.sub(r"IN \([^)]*\)", "IN (...)", sql)
@@ -56,20 +65,46 @@ def install_counters() -> None:
     original_executemany = CursorWrapper._executemany
     original_commit = BaseDatabaseWrapper.commit
 
+    from dashboard.vionlabs.client import VionlabsClient
+
+    original_exchange = VionlabsClient._exchange
+
     def execute(self, sql, params, *ignored):  # type: ignore[no-untyped-def]
         with COUNTER.lock:
             COUNTER.statements[COUNTER.shape(sql)] += 1
-        return original_execute(self, sql, params, *ignored)
+        started = time.perf_counter()
+        try:
+            return original_execute(self, sql, params, *ignored)
+        finally:
+            COUNTER.add("db_seconds", started)
 
     def executemany(self, sql, param_list, *ignored):  # type: ignore[no-untyped-def]
         with COUNTER.lock:
             COUNTER.statements[COUNTER.shape(sql)] += 1
-        return original_executemany(self, sql, param_list, *ignored)
+        started = time.perf_counter()
+        try:
+            return original_executemany(self, sql, param_list, *ignored)
+        finally:
+            COUNTER.add("db_seconds", started)
 
     def commit(self):  # type: ignore[no-untyped-def]
         with COUNTER.lock:
             COUNTER.commits += 1
-        return original_commit(self)
+        started = time.perf_counter()
+        try:
+            return original_commit(self)
+        finally:
+            COUNTER.add("db_seconds", started)
+            COUNTER.add("commit_seconds", started)
+
+    def exchange(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        try:
+            return original_exchange(self, *args, **kwargs)
+        finally:
+            COUNTER.add("http_seconds", started)
+
+    VionlabsClient._exchange = exchange  # type: ignore[method-assign]
 
     CursorWrapper._execute = execute  # type: ignore[method-assign]
     CursorWrapper._executemany = executemany  # type: ignore[method-assign]
@@ -142,6 +177,7 @@ def main() -> None:
     parser.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/dashboard_bench_ops")
     parser.add_argument("--port", type=int, default=8181)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--threads-per-call", type=int, default=None, help="operations.THREADS_PER_CALL")
     parser.add_argument("--sql", action="store_true", help="print each statement shape of the run")
     args = parser.parse_args()
 
@@ -174,6 +210,8 @@ def main() -> None:
     from dashboard.catalog import operations
     from dashboard.catalog.models import CatalogItem, Operation
 
+    if args.threads_per_call is not None:
+        operations.THREADS_PER_CALL = args.threads_per_call
     bench_bulk.reset_rows()
     sandbox_args = ["run_sandbox", "--port", str(args.port), "--latency", str(args.latency)]
     sandbox_args += ["--pending-seconds", "86400", "--processing-seconds", "86400"]
@@ -209,6 +247,12 @@ def main() -> None:
                 f"run {wall:.2f} s = {n / wall:.0f} items/s; CPU {cpu * 1000 / n:.2f} ms/item; "
                 f"queries {statements / n:.2f}/item ({', '.join(f'{k} {v / n:.2f}' for k, v in by_kind.most_common())}); "
                 f"commits {COUNTER.commits / n:.2f}/item{pg_cpu}; freeze {freeze_queries} queries"
+            )
+            print(
+                f"  wall per item and call slot: {args.threads * wall * 1000 / n:.1f} ms, of which in statements "
+                f"and commits {COUNTER.db_seconds * 1000 / n:.1f} ms (commits {COUNTER.commit_seconds * 1000 / n:.1f}), "
+                f"in HTTP exchanges "
+                f"{COUNTER.http_seconds * 1000 / n:.1f} ms"
             )
             if args.sql:
                 for shape, count in COUNTER.statements.most_common():

@@ -22,7 +22,9 @@ the two counts in its error): acting on a set the operator did not see is worse 
 Run (`operation_run`): the freezer enqueues BULK_FANOUT jobs, so every `db_worker` process can take one. Each
 is a runner that claims a pending chunk (`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite serialises
 writers), holds it with a lease it renews while it works and while it waits out a 429, runs the chunk's
-pending items on BULK_CONCURRENCY threads sharing the process-wide client, then claims the next. A chunk whose
+pending items on THREADS_PER_CALL x BULK_CONCURRENCY threads sharing the process-wide client, at most
+BULK_CONCURRENCY of them with a call in flight (the others record answers meanwhile), writes the items'
+outcomes in batches, then claims the next. A chunk whose
 lease ran out (its worker died) is taken over by another runner; a runner that cannot renew stops before its
 lease ends. An item leaves `pending` once, and the services' in-progress marker refuses a second create or
 deactivate of a task already under way, so nothing is sent twice. Each chunk's counts are recounted from its
@@ -56,7 +58,7 @@ from django.utils import timezone
 from dashboard.vionlabs.errors import VionlabsError, VionlabsRateLimited
 
 from . import services
-from .client import throttle_remaining
+from .client import calls_in_flight, throttle_remaining
 from .forms import CatalogFilterForm
 from .jobs import enqueue_on_commit, run_operation
 from .models import (
@@ -100,6 +102,9 @@ WAIT_SLICE = 1.0
 #: How often a runner renews its lease, recounts its chunk and looks for a cancel (seconds); at most a
 #: quarter of the lease.
 TICK_SECONDS = 0.5
+#: A runner's threads per Vionlabs call it may have in flight (BULK_CONCURRENCY): while some threads record
+#: an answer in the database, others have their calls out, so BULK_CONCURRENCY calls stay in flight.
+THREADS_PER_CALL = 2
 #: Item outcomes a runner keeps before writing them (one UPDATE per outcome for the lot, not one per item);
 #: they are written sooner at every tick and when the chunk ends.
 RESULT_BATCH = 32
@@ -593,9 +598,13 @@ def operation_run(
     if op is None or op.state == OperationState.FREEZING:
         return op
     me = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
-    threads = max(1, int(settings.BULK_CONCURRENCY))
+    calls = max(1, int(settings.BULK_CONCURRENCY))
+    threads = calls * THREADS_PER_CALL
     errors: list[BaseException] = []
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"operation-{op.pk}") as pool:
+    with (
+        calls_in_flight(threading.BoundedSemaphore(calls)),
+        ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"operation-{op.pk}") as pool,
+    ):
         try:
             while op.state == OperationState.RUNNING and not errors:
                 chunk = _claim(op, me)

@@ -211,6 +211,19 @@ def test_a_created_item_costs_a_fixed_small_number_of_queries(use_sandbox, monke
     assert OperationItem.objects.filter(operation=operation, state=OperationItemState.DONE).count() == 12
 
 
+def test_a_runner_keeps_bulk_concurrency_calls_in_flight_and_no_more(use_sandbox, settings):
+    """THREADS_PER_CALL threads per call: while some record answers, the others' calls are out; the gate
+    holds the calls in flight at BULK_CONCURRENCY, as the sandbox counts them."""
+    settings.BULK_CONCURRENCY = 3
+    use_sandbox.configure(latency=0.05)
+    make_items(30, prefix="gate")
+    operation = freeze(start())
+    operations.operation_run(operation_id=operation.pk)
+    operation.refresh_from_db()
+    assert (operation.state, operation.done) == (OperationState.DONE, 30)
+    assert use_sandbox.stats()["max_concurrent"] == 3
+
+
 def test_outcomes_are_written_in_batches_at_each_tick_and_only_over_pending_rows(use_sandbox):
     """A runner writes its items' outcomes together: when RESULT_BATCH are noted, at every tick (so the
     progress a tick counts includes them) and at the chunk's end. A row another runner already finished
