@@ -274,30 +274,45 @@ def main() -> None:
                 f"latency {latency:<5} workers {workers}: {result.items:,} items in {result.seconds:.1f} s = "
                 f"{result.rate:.0f} items/s; confirm {result.confirm_seconds * 1000:.0f} ms; worker CPU "
                 f"{result.worker_cpu * 1000 / max(result.items, 1):.2f} ms/item; peak RSS {result.peak_rss:.0f} MB; "
-                f"sandbox CPU {result.sandbox_cpu:.1f} s; {result.state}",
+                f"sandbox CPU {result.sandbox_cpu:.1f} s; {result.state}; load average {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
     by = {(r.latency, r.workers): r for r in results}
-    print("\ntargets")
+    lines = ["targets"]
+    short = []
     if (0.0, 2) in by:
-        print(f"  2 workers, no latency: {by[0.0, 2].rate:.0f} items/s (target >= 250)")
-    for latency in {r.latency for r in results if r.latency > 0}:
+        lines.append(f"  2 workers, no latency: {by[0.0, 2].rate:.0f} items/s (target >= 250)")
+        short.append(f"2 workers {by[0.0, 2].rate:.0f} items/s")
+    for latency in sorted({r.latency for r in results if r.latency > 0}):
         for workers in (1, 2):
             if (latency, workers) in by:
                 ideal = args.concurrency * workers / latency
-                print(
+                share = by[latency, workers].rate / ideal
+                lines.append(
                     f"  latency {latency}, {workers} worker(s): {by[latency, workers].rate:.0f} items/s = "
-                    f"{by[latency, workers].rate / ideal:.0%} of concurrency x processes / latency "
-                    f"({ideal:.0f}; target >= 80%)"
+                    f"{share:.0%} of concurrency x processes / latency ({ideal:.0f}; target >= 80%)"
                 )
+                short.append(f"latency {latency} x{workers} {share:.0%}")
     for latency in sorted({r.latency for r in results}):
         if (latency, 1) in by and (latency, 2) in by and by[latency, 1].rate:
-            print(
-                f"  latency {latency}: 2 processes / 1 = {by[latency, 2].rate / by[latency, 1].rate:.2f}x (target >= 1.7)"
-            )
-    print(
-        f"  worker CPU per item: {', '.join(f'{r.worker_cpu * 1000 / max(r.items, 1):.2f} ms' for r in results)} (target <= 5)"
+            ratio = by[latency, 2].rate / by[latency, 1].rate
+            lines.append(f"  latency {latency}: 2 processes / 1 = {ratio:.2f}x (target >= 1.7)")
+            short.append(f"2/1 {ratio:.2f}x at {latency}")
+    cpu = [r.worker_cpu * 1000 / max(r.items, 1) for r in results]
+    lines.append(f"  worker CPU per item: {', '.join(f'{c:.2f} ms' for c in cpu)} (target <= 5)")
+    short.append(f"CPU {min(cpu):.1f}-{max(cpu):.1f} ms/item")
+    load = os.getloadavg()[0]
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    print("\n" + "\n".join(lines))
+    # The last summary, for `make bench` (scripts/bench_catalog_page.py prints its last line).
+    artifact = ROOT / "test-artifacts" / "bench-bulk.txt"
+    artifact.parent.mkdir(exist_ok=True)
+    header = f"bench_bulk.py --items {args.items:,} --concurrency {args.concurrency}, {stamp}, load average {load:.1f}"
+    artifact.write_text(
+        "\n".join([header, *lines, f"{stamp}, {args.items:,} items, load {load:.1f}: {'; '.join(short)}"])
+        + "\n"
     )
+    print(f"written to {artifact.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ _throttle = Throttle()
 _interactive: ContextVar[bool] = ContextVar("vionlabs_interactive", default=False)
 #: The time.monotonic() by which Vionlabs calls in the current context must be done (None: no limit).
 _deadline: ContextVar[float | None] = ContextVar("vionlabs_deadline", default=None)
+#: Held during each HTTP exchange of the calls in the current context (see `calls_in_flight`).
+_gate: ContextVar[threading.Semaphore | None] = ContextVar("vionlabs_gate", default=None)
 
 
 @contextmanager
@@ -59,6 +61,17 @@ def time_budget(seconds: float) -> Iterator[None]:
 
 
 @contextmanager
+def calls_in_flight(gate: threading.Semaphore) -> Iterator[None]:
+    """Within this block (and the contexts copied from it), each HTTP exchange holds `gate`: threads that
+    share one semaphore of n have at most n calls in flight, whatever else they do meanwhile."""
+    token = _gate.set(gate)
+    try:
+        yield
+    finally:
+        _gate.reset(token)
+
+
+@contextmanager
 def keep_for_settling(share: float) -> Iterator[None]:
     """Within a time budget, calls in this block may spend only `share` of the time left, keeping the rest
     for the reads that settle their outcome should they time out. Without a budget, nothing changes."""
@@ -81,7 +94,10 @@ def get_client(*, max_timeout: float | None = None) -> VionlabsClient:
     waits on a page)."""
     client = _shared_client(max_timeout)
     deadline = _deadline.get()
-    return client if deadline is None else client.until(deadline)
+    if deadline is not None:
+        client = client.until(deadline)
+    gate = _gate.get()
+    return client if gate is None else client.gated(gate)
 
 
 def _shared_client(max_timeout: float | None) -> VionlabsClient:

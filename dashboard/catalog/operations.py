@@ -22,7 +22,9 @@ the two counts in its error): acting on a set the operator did not see is worse 
 Run (`operation_run`): the freezer enqueues BULK_FANOUT jobs, so every `db_worker` process can take one. Each
 is a runner that claims a pending chunk (`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite serialises
 writers), holds it with a lease it renews while it works and while it waits out a 429, runs the chunk's
-pending items on BULK_CONCURRENCY threads sharing the process-wide client, then claims the next. A chunk whose
+pending items on THREADS_PER_CALL x BULK_CONCURRENCY threads sharing the process-wide client, at most
+BULK_CONCURRENCY of them with a call in flight (the others record answers meanwhile), writes the items'
+outcomes in batches, then claims the next. A chunk whose
 lease ran out (its worker died) is taken over by another runner; a runner that cannot renew stops before its
 lease ends. An item leaves `pending` once, and the services' in-progress marker refuses a second create or
 deactivate of a task already under way, so nothing is sent twice. Each chunk's counts are recounted from its
@@ -56,7 +58,7 @@ from django.utils import timezone
 from dashboard.vionlabs.errors import VionlabsError, VionlabsRateLimited
 
 from . import services
-from .client import throttle_remaining
+from .client import calls_in_flight, throttle_remaining
 from .forms import CatalogFilterForm
 from .jobs import enqueue_on_commit, run_operation
 from .models import (
@@ -100,6 +102,12 @@ WAIT_SLICE = 1.0
 #: How often a runner renews its lease, recounts its chunk and looks for a cancel (seconds); at most a
 #: quarter of the lease.
 TICK_SECONDS = 0.5
+#: A runner's threads per Vionlabs call it may have in flight (BULK_CONCURRENCY): while some threads record
+#: an answer in the database, others have their calls out, so BULK_CONCURRENCY calls stay in flight.
+THREADS_PER_CALL = 2
+#: Item outcomes a runner keeps before writing them (one UPDATE per outcome for the lot, not one per item);
+#: they are written sooner at every tick and when the chunk ends.
+RESULT_BATCH = 32
 
 
 class OperationRefused(ValueError):
@@ -590,9 +598,13 @@ def operation_run(
     if op is None or op.state == OperationState.FREEZING:
         return op
     me = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
-    threads = max(1, int(settings.BULK_CONCURRENCY))
+    calls = max(1, int(settings.BULK_CONCURRENCY))
+    threads = calls * THREADS_PER_CALL
     errors: list[BaseException] = []
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"operation-{op.pk}") as pool:
+    with (
+        calls_in_flight(threading.BoundedSemaphore(calls)),
+        ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"operation-{op.pk}") as pool,
+    ):
         try:
             while op.state == OperationState.RUNNING and not errors:
                 chunk = _claim(op, me)
@@ -659,6 +671,40 @@ class _ChunkRun:
         self._tick_lock = threading.Lock()
         self._ticked_at = clock()
         self.renewals = 0
+        #: The product's setting, read again at every tick: a change to it applies within TICK_SECONDS.
+        self.setting = ProductSetting.objects.filter(product=(op.params or {}).get("product", "")).first()
+        self._results: list[tuple[int, str, str]] = []
+        self._results_lock = threading.Lock()
+
+    def record(self, row_pk: int, state: str, error: str) -> None:
+        """Note an item's outcome; written with others (see `flush`)."""
+        with self._results_lock:
+            self._results.append((row_pk, state, error[:5000]))
+            full = len(self._results) >= RESULT_BATCH
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the outcomes noted so far: one UPDATE per (state, error), and only rows still pending move,
+        so an item is counted once, whoever ran it. `finished_at` is the time of the write (at most a tick
+        or a batch after the item's end)."""
+        with self._results_lock:
+            results, self._results = self._results, []
+        if not results:
+            return
+        groups: dict[tuple[str, str], list[int]] = {}
+        for pk, state, error in results:
+            groups.setdefault((state, error), []).append(pk)
+        try:
+            now = timezone.now()
+            for (state, error), pks in groups.items():
+                OperationItem.objects.filter(pk__in=pks, state=OperationItemState.PENDING).update(
+                    state=state, error=error, finished_at=now
+                )
+        except BaseException:
+            with self._results_lock:  # not written: kept for the next flush (the chunk's end tries again)
+                self._results[:0] = results
+            raise
 
     def tick(self) -> None:
         """At most every TICK_SECONDS (one thread at a time): renew the lease, move the heartbeat, recount
@@ -671,6 +717,7 @@ class _ChunkRun:
             self._ticked_at = self.clock()
             now = timezone.now()
             with transaction.atomic():
+                self.flush()
                 renewed = OperationChunk.objects.filter(
                     pk=self.chunk.pk, owner=self.me, state=ChunkState.RUNNING
                 ).update(lease_until=now + _lease())
@@ -683,6 +730,9 @@ class _ChunkRun:
                 _recount(self.op.pk, self.chunk.pk)
                 state = Operation.objects.filter(pk=self.op.pk).values_list("state", flat=True).first()
                 Operation.objects.filter(pk=self.op.pk).update(heartbeat_at=now)
+                self.setting = (
+                    ProductSetting.objects.filter(pk=self.setting.pk).first() if self.setting else None
+                )
             if state != OperationState.RUNNING:
                 self.stopped.set()
         finally:
@@ -770,8 +820,10 @@ def _run_chunk(
     for error in errors:
         logger.error("Operation %s: a worker thread stopped", op.pk, exc_info=error)
     if run.lost:
+        run.flush()  # only rows still pending move: the new owner's outcomes and ours never both count
         return errors
     with transaction.atomic():
+        run.flush()
         _recount(op.pk, chunk.pk)
         left = OperationItem.objects.filter(
             operation_id=op.pk,
@@ -793,7 +845,7 @@ def _process(run: _ChunkRun, row: OperationItem, task: ProductTask | None) -> No
         try:
             # A retry after a 429 writes no history row of its own if it is answered 429 again.
             with services.rate_limit_retry() if attempt else contextlib.nullcontext():
-                state, error = _act(op, row.item, task)
+                state, error = _act(op, row.item, task, setting=run.setting)
             break
         except VionlabsRateLimited as limited:
             # Not a failure: wait (the client paused the shared throttle for Retry-After, so every thread
@@ -815,10 +867,7 @@ def _process(run: _ChunkRun, row: OperationItem, task: ProductTask | None) -> No
             logger.exception("Operation %s: unexpected error on item %s", op.pk, row.item_id)
             state, error = OperationItemState.FAILED, "Unexpected error (details in the worker's log)."
             break
-    # Only a pending row moves: an item is counted once, whoever ran it.
-    OperationItem.objects.filter(pk=row.pk, state=OperationItemState.PENDING).update(
-        state=state, error=error[:5000], finished_at=timezone.now()
-    )
+    run.record(row.pk, state, error)
 
 
 def _skip_note(kind: str, status: str, product: str, version: str) -> str:
@@ -832,9 +881,12 @@ def _skip_note(kind: str, status: str, product: str, version: str) -> str:
     return f"Not failed or deactivated (it is {status or 'unanswered'})."
 
 
-def _act(op: Operation, item: CatalogItem, task: ProductTask | None) -> tuple[str, str]:
-    """Do the operation's action on one item (its task for the product and version as read with the chunk);
-    returns (state, note). Raises what the services raise (which check the task again under its lock)."""
+def _act(
+    op: Operation, item: CatalogItem, task: ProductTask | None, *, setting: ProductSetting | None = None
+) -> tuple[str, str]:
+    """Do the operation's action on one item (its task for the product and version as read with the chunk;
+    the product's setting as read at the last tick); returns (state, note). Raises what the services raise
+    (which check the task again under its lock)."""
     params = op.params or {}
     product, version = params.get("product", ""), params.get("version", "")
     status = task.status if task else NO_TASK
@@ -844,7 +896,7 @@ def _act(op: Operation, item: CatalogItem, task: ProductTask | None) -> tuple[st
     if op.kind == OperationKind.CREATE:
         services.task_create(
             item=item, product=product, version=version, priority=params.get("priority", "low"),
-            note=op.reason, **common,
+            note=op.reason, setting=setting, known_new=task is None, **common,
         )  # fmt: skip
         return OperationItemState.DONE, ""
     assert task is not None  # _would_skip skips a missing task for every kind but create
@@ -854,7 +906,7 @@ def _act(op: Operation, item: CatalogItem, task: ProductTask | None) -> tuple[st
     elif op.kind == OperationKind.DEACTIVATE:
         services.task_deactivate(task=task, note=op.reason, **common)
     elif op.kind == OperationKind.RETRY:
-        services.task_retry(task=task, note=op.reason, **common)
+        services.task_retry(task=task, note=op.reason, setting=setting, **common)
     return OperationItemState.DONE, ""
 
 

@@ -316,10 +316,13 @@ def _validate_create(*, product: str, version: str, priority: str) -> None:
         raise ActionRefused(f"Unknown priority {priority!r}: use low, medium or high.")
 
 
-def check_applies(*, item: CatalogItem, product: str) -> None:
+def check_applies(*, item: CatalogItem, product: str, setting: ProductSetting | None = None) -> None:
     """Refuse a product that does not apply to the item's kind (ProductSetting.applies_to): the one rule
-    every create shares, from the item page, the admin and bulk operations alike."""
-    setting = ProductSetting.objects.filter(product=product).first()
+    every create shares, from the item page, the admin and bulk operations alike. `setting`: the product's
+    setting as the caller just read it (a bulk run reads it once per tick, not once per item); read here
+    when not given."""
+    if setting is None or setting.product != product:
+        setting = ProductSetting.objects.filter(product=product).first()
     if setting is not None and not setting.applies(item.kind):
         article = "an" if item.kind == ItemKind.EPISODE else "a"
         raise NotApplicable(
@@ -436,13 +439,25 @@ def task_create(
     source: str = EventSource.USER,
     operation: Operation | None = None,
     note: str = "",
+    setting: ProductSetting | None = None,
+    known_new: bool = False,
 ) -> ProductTask:
-    """Create the task at Vionlabs (one POST) and record it; raises ActionRefused, or the client's error."""
+    """Create the task at Vionlabs (one POST) and record it; raises ActionRefused, or the client's error.
+
+    For callers that create many (bulk runs): `setting` is the product's setting as just read (see
+    check_applies); `known_new` says the caller found no row for this task a moment ago, so the row is
+    inserted, already marked, in one statement, the locking read coming only if one was added since."""
     ensure_no_transaction()  # before the first write too: inside a caller's transaction nothing would commit
     _validate_create(product=product, version=version, priority=priority)
-    check_applies(item=item, product=product)
+    check_applies(item=item, product=product, setting=setting)
     who = _Who(acting_user(actor), source, operation, note)
     now = timezone.now()
+    if known_new:
+        inserted = _insert_marked(item=item, product=product, version=version, priority=priority, now=now)
+        if inserted is not None:
+            return _settle_or_send_create(
+                inserted, abandoned="", action=EventAction.CREATE, priority=priority, started_at=now, who=who
+            )
     with transaction.atomic():
         # A new row is inserted already marked (one write instead of two: bulk runs create thousands).
         task, created = ProductTask.objects.select_for_update().get_or_create(
@@ -472,6 +487,27 @@ def task_create(
     )
 
 
+def _insert_marked(
+    *, item: CatalogItem, product: str, version: str, priority: str, now: dt.datetime
+) -> ProductTask | None:
+    """Insert a new task row already marked as being created (its own transaction, one statement); None if
+    the key has a row (another caller inserted it): the caller then locks and reads that one."""
+    try:
+        with transaction.atomic():
+            task = ProductTask.objects.create(
+                item=item,
+                product=product,
+                version=version,
+                priority=priority,
+                action_in_progress=EventAction.CREATE,
+                action_started_at=now,
+            )
+    except IntegrityError:
+        return None
+    task.item = item
+    return task
+
+
 def task_retry(
     *,
     task: ProductTask,
@@ -479,9 +515,10 @@ def task_retry(
     source: str = EventSource.USER,
     operation: Operation | None = None,
     note: str = "",
+    setting: ProductSetting | None = None,
 ) -> ProductTask:
     """Create a failed or deactivated task again (a new POST on the same key); raises ActionRefused or the
-    client's error."""
+    client's error. `setting`: as for task_create."""
     ensure_no_transaction()
     who = _Who(acting_user(actor), source, operation, note)
     now = timezone.now()
@@ -494,7 +531,7 @@ def task_retry(
                 f"Only a failed or deactivated task can be retried; {task.product} {task.version} for "
                 f"{task.item.inventory_id} is {task.status or 'not yet known to Vionlabs'}."
             )
-        check_applies(item=task.item, product=task.product)
+        check_applies(item=task.item, product=task.product, setting=setting)
         abandoned = task.action_in_progress
         _mark(task, EventAction.RETRY, now)
     return _settle_or_send_create(

@@ -449,6 +449,7 @@ class VionlabsClient:
         self._base_url = base_url.rstrip("/")
         self._timeout = float(timeout)
         self._deadline: float | None = None  # time.monotonic(); set on the copies `until()` makes
+        self._gate: threading.Semaphore | None = None  # set on the copies `gated()` makes
         self._max_retries = max_retries
         self._backoff = backoff
         self._backoff_cap = backoff_cap
@@ -498,6 +499,14 @@ class VionlabsClient:
         bounded = copy.copy(self)
         bounded._deadline = deadline if self._deadline is None else min(deadline, self._deadline)
         return bounded
+
+    def gated(self, gate: threading.Semaphore) -> VionlabsClient:
+        """This client with each HTTP exchange made while holding `gate`, sharing its connection pool: a
+        caller with more threads than calls it may have in flight (a bulk run, whose threads also record
+        answers in the database) shares one semaphore among them. Waits (backoff, 429) do not hold it."""
+        gated = copy.copy(self)
+        gated._gate = gate
+        return gated
 
     def _time_left(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()
@@ -719,10 +728,17 @@ class VionlabsClient:
         timeout: float,
     ) -> _Done | _Failure:
         """One HTTP exchange, turned into a result or a classified failure; never raises requests' errors."""
-        started = time.monotonic()
-        result, observed = self._exchange(
-            call, url, body, query, parse, timeout=timeout, deadline=started + timeout
-        )
+        if self._gate is None:
+            started = time.monotonic()
+            result, observed = self._exchange(
+                call, url, body, query, parse, timeout=timeout, deadline=started + timeout
+            )
+        else:
+            with self._gate:
+                started = time.monotonic()
+                result, observed = self._exchange(
+                    call, url, body, query, parse, timeout=timeout, deadline=started + timeout
+                )
         if self._on_call is not None:
             try:
                 self._on_call(call.method, call.endpoint, observed, time.monotonic() - started)

@@ -82,13 +82,16 @@ def health():
 # --- create ---------------------------------------------------------------------------------------------
 
 
-def test_create_posts_the_priority_and_records_the_task_and_its_event(mocked, item, operator):
+# known_new: a bulk run that read no row for the task inserts it at once; the outcome is the same.
+@pytest.mark.parametrize("known_new", [False, True])
+def test_create_posts_the_priority_and_records_the_task_and_its_event(mocked, item, operator, known_new):
     links = {"self": {"href": f"{BASE}/tasks/x?key={KEY}&page=2", "method": "GET"}}
     mocked.post(task_url(), json=state("pending", links=links))
 
     task = services.task_create(
-        item=item, product="adbreaks", version="1.0.1", priority="high", actor=operator, note="launch"
-    )
+        item=item, product="adbreaks", version="1.0.1", priority="high", actor=operator, note="launch",
+        known_new=known_new,
+    )  # fmt: skip
 
     [post] = calls(mocked, "POST")
     assert json.loads(post.request.body) == {"priority": "high"}
@@ -109,22 +112,29 @@ def test_create_posts_the_priority_and_records_the_task_and_its_event(mocked, it
     assert health().last_success_at is not None
 
 
+# known_new=True: the caller read no row a moment ago, but one was added since: the insert finds it and the
+# locking read decides as it does without the hint.
+@pytest.mark.parametrize("known_new", [False, True])
 @pytest.mark.parametrize("status", ["pending", "processing", "done"])
-def test_create_refuses_a_task_that_is_already_active_without_calling_vionlabs(mocked, item, status):
+def test_create_refuses_a_task_that_is_already_active_without_calling_vionlabs(
+    mocked, item, status, known_new
+):
     make_task(item, status=status)
 
     with pytest.raises(services.TaskAlreadyActive, match=f"already {status}"):
-        services.task_create(item=item, product="adbreaks", version="1.0.1")
+        services.task_create(item=item, product="adbreaks", version="1.0.1", known_new=known_new)
 
     assert len(mocked.calls) == 0
     assert not TaskEvent.objects.exists()
+    assert ProductTask.objects.get().action_in_progress == ""
 
 
-def test_create_refuses_while_another_action_is_under_way(mocked, item):
+@pytest.mark.parametrize("known_new", [False, True])
+def test_create_refuses_while_another_action_is_under_way(mocked, item, known_new):
     make_task(item, status="failed", action_in_progress="deactivate", action_started_at=timezone.now())
 
     with pytest.raises(services.ActionInProgress, match="already under way"):
-        services.task_create(item=item, product="adbreaks", version="1.0.1")
+        services.task_create(item=item, product="adbreaks", version="1.0.1", known_new=known_new)
 
     assert len(mocked.calls) == 0
 
