@@ -31,17 +31,21 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final, cast
 
 from django.core.exceptions import ValidationError
-from django.db import DataError, IntegrityError, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from dashboard.vionlabs import CatalogEntry
 from dashboard.vionlabs.errors import VionlabsError
 
+from . import import_copy
 from .exports import unescape_cell
 from .models import CatalogItem, ItemKind
 from .validators import validate_inventory_id
 
+#: Rows per transaction through the ORM (SQLite).
 BATCH_SIZE: Final = 1000
+#: Rows per transaction on PostgreSQL, where a batch is one COPY and a few set-based statements (import_copy.py).
+COPY_BATCH_SIZE: Final = 20_000
 # Largest CSV field accepted (characters). Well above any real title or metadata value, and it bounds memory
 # when an unclosed quote would otherwise swallow the rest of the file into one field.
 MAX_FIELD_CHARS: Final = 4 * 1024 * 1024
@@ -65,7 +69,7 @@ _TITLE_MAX: Final = cast(int, CatalogItem._meta.get_field("title").max_length)
 _VIONLABS_ID_MAX: Final = cast(int, CatalogItem._meta.get_field("vionlabs_id").max_length)
 _KINDS: Final = frozenset(ItemKind.values)
 
-_CREATED, _UPDATED, _UNCHANGED = 1, 2, 3
+_CREATED, _UPDATED, _UNCHANGED = import_copy.CREATED, import_copy.UPDATED, import_copy.UNCHANGED
 
 
 #: Told the number of rows done after each batch.
@@ -547,10 +551,19 @@ def _set_parents(assignments: dict[str, int]) -> None:
         CatalogItem.objects.filter(inventory_id__in=children).update(parent_id=parent_pk, updated_at=now)
 
 
+def default_batch_size() -> int:
+    """Rows per transaction on the database in use: COPY batches on PostgreSQL, ORM batches elsewhere."""
+    return COPY_BATCH_SIZE if connection.vendor == "postgresql" else BATCH_SIZE
+
+
 class _FileImporter:
-    def __init__(self, *, report: ImportReport, batch_size: int, on_batch: OnBatch | None = None) -> None:
+    def __init__(
+        self, *, report: ImportReport, batch_size: int | None, on_batch: OnBatch | None = None
+    ) -> None:
         self.report = report
-        self.batch_size = batch_size
+        # PostgreSQL writes through COPY and set-based SQL (import_copy.py); other databases through the ORM.
+        self.copy = connection.vendor == "postgresql"
+        self.batch_size = batch_size or default_batch_size()
         self.on_batch = on_batch
         self.scratch = _Scratch()
 
@@ -589,7 +602,7 @@ class _FileImporter:
 
     def _flush(self, batch: list[_Row]) -> None:
         try:
-            outcomes, pending = self._write(batch)
+            outcomes, pending = self._write_copy(batch) if self.copy else self._write(batch)
         except (DataError, IntegrityError):
             # The database refused something validation let through: write the rows one by one so only the
             # refused row is lost. (Other database errors, a lost connection say, end the import: batches
@@ -610,16 +623,19 @@ class _FileImporter:
         self._count(outcomes)
         self.scratch.add_pending(pending)
 
-    def _count(self, outcomes: Iterable[int]) -> None:
-        for outcome in outcomes:
-            if outcome == _CREATED:
-                self.report.created += 1
-            elif outcome == _UPDATED:
-                self.report.updated += 1
-            else:
-                self.report.unchanged += 1
+    def _count(self, outcomes: Mapping[int, int]) -> None:
+        self.report.created += outcomes.get(_CREATED, 0)
+        self.report.updated += outcomes.get(_UPDATED, 0)
+        self.report.unchanged += outcomes.get(_UNCHANGED, 0)
 
-    def _write(self, batch: list[_Row]) -> tuple[list[int], list[tuple[int, str, str, int]]]:
+    @staticmethod
+    def _write_copy(batch: list[_Row]) -> tuple[dict[int, int], list[tuple[int, str, str, int]]]:
+        """The PostgreSQL path: the same outcomes and waiting children as `_write`, through COPY."""
+        rows = [(r.line, r.inventory_id, r.title, r.kind, r.parent_id, r.metadata) for r in batch]
+        with transaction.atomic(), connection.wrap_database_errors:
+            return import_copy.write_batch(rows, timezone.now())
+
+    def _write(self, batch: list[_Row]) -> tuple[dict[int, int], list[tuple[int, str, str, int]]]:
         """Upsert one batch in one transaction; returns each row's outcome and the rows whose parent is
         still unknown (later in the file, or missing).
 
@@ -648,7 +664,10 @@ class _FileImporter:
             # and the second pass at the end of the file tries again.
             self._upsert(remaining, existing, None, outcomes)
             pending = [(row.line, row.inventory_id, row.parent_id, outcomes[i]) for i, row in remaining]
-        return [outcomes[i] for i in range(len(batch))], pending
+        counted: dict[int, int] = defaultdict(int)
+        for outcome in outcomes.values():
+            counted[outcome] += 1
+        return counted, pending
 
     @staticmethod
     def _upsert(
@@ -691,6 +710,9 @@ class _FileImporter:
 
     def _resolve_pending(self) -> None:
         """The second pass: parents that appeared later in the file exist now; the rest are missing."""
+        if self.copy:
+            self._resolve_pending_copy()
+            return
         for chunk in self.scratch.pending_chunks(self.batch_size):
             with transaction.atomic():
                 parents = dict(
@@ -723,6 +745,25 @@ class _FileImporter:
                             self.report.updated += 1
                 _set_parents(assignments)
 
+    def _resolve_pending_copy(self) -> None:
+        for chunk in self.scratch.pending_chunks(self.batch_size):
+            with transaction.atomic(), connection.wrap_database_errors:
+                moved, orphans = import_copy.resolve_parents(chunk, timezone.now())
+            for _, outcome in moved:
+                if outcome == _UNCHANGED:
+                    self.report.unchanged -= 1
+                    self.report.updated += 1
+            for line, child, parent, outcome in orphans:
+                self.report.add_error(
+                    RowError(
+                        line,
+                        f"parent {parent!r} is neither in the file nor in the catalog "
+                        "(the item was imported; its parent was left as it was)",
+                        child,
+                    )
+                )
+                self._uncount(outcome)
+
     def _uncount(self, outcome: int) -> None:
         # Each row is counted once: a row reported as bad leaves the count it was first given.
         if outcome == _CREATED:
@@ -738,12 +779,13 @@ def import_catalog_file(
     *,
     fmt: str | None = None,
     name: str | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     max_errors: int | None = None,
     on_batch: OnBatch | None = None,
 ) -> ImportReport:
     """Import a CSV or JSON Lines catalog from a binary stream; raises ImportFileError for a malformed file.
-    `on_batch` is told the rows done so far after each batch (a command's progress line).
+    `on_batch` is told the rows done so far after each batch (a command's progress line). `batch_size` is the
+    rows per transaction (default: `default_batch_size()`).
 
     `fmt` ("csv"/"jsonl") wins; otherwise the name's extension decides, and a nameless stream (stdin) is
     JSON Lines when its first character is `{`.
@@ -761,7 +803,7 @@ def import_catalog_file(
 def import_rows(
     rows: Iterable[Mapping[str, Any]],
     *,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     max_errors: int | None = None,
     on_batch: OnBatch | None = None,
 ) -> ImportReport:
