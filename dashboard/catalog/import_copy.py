@@ -4,13 +4,14 @@ imports.py reads and validates the file and decides what goes into each batch; o
 batch to `write_batch` and the children still waiting for a parent to `resolve_parents`. The rules are those of
 the ORM path (used on SQLite), written as a few statements per batch instead of a few per thousand rows:
 
-- Every row of the batch is COPYed into `catalog_import_batch`, a temporary table of this connection.
-- `catalog_import_plan` then gets, for each row, the item's current values (if it exists), the primary key it
-  will have (its own, or the next one of the table's sequence for a new item, drawn now so that a child can
-  point at a parent created in the same statement), its parent's key (a parent in the batch, else in the
-  catalog; unknown: the item keeps the parent it has and waits for the end of the file) and its outcome:
-  created, updated (any of title, kind, metadata, parent differs) or unchanged.
-- One INSERT writes the new items, one UPDATE … FROM the changed ones. Unchanged rows are not written, so their
+- `encode_batch` turns the batch into COPY text (the reader's thread does this, while the previous batch is
+  being written); `write_batch` COPYs it into `catalog_import_batch`, a temporary table of this connection.
+- One statement then plans each row: the item's current values (if it exists), the primary key it will have
+  (its own, or the next one of the table's sequence for a new item, drawn now so that a child can point at a
+  parent created in the same statement), its parent's key (a parent in the batch, else in the catalog;
+  unknown: the item keeps the parent it has and waits for the end of the file) and its outcome: created,
+  updated (any of title, kind, metadata, parent differs) or unchanged. In the same statement one INSERT
+  writes the new items and one UPDATE … FROM the changed ones. Unchanged rows are not written, so their
   `updated_at` stays. Both are plain DML: the count triggers of migration 0012 keep the counts exact.
 
 The caller runs each batch in one transaction (a savepoint in a test): a batch is written whole or not at all.
@@ -20,7 +21,7 @@ The parent's foreign key is checked at COMMIT (DEFERRABLE INITIALLY DEFERRED), a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Final
 
@@ -49,21 +50,6 @@ _CREATE_TEMP: Final = (
     ) ON COMMIT DELETE ROWS
     """,
     """
-    CREATE TEMP TABLE IF NOT EXISTS catalog_import_plan (
-        line integer NOT NULL,
-        pk bigint NOT NULL,
-        current_id bigint,
-        inventory_id text NOT NULL,
-        title text NOT NULL,
-        kind text NOT NULL,
-        parent text NOT NULL,
-        metadata jsonb NOT NULL,
-        parent_pk bigint,
-        pending boolean NOT NULL,
-        outcome smallint NOT NULL
-    ) ON COMMIT DELETE ROWS
-    """,
-    """
     CREATE TEMP TABLE IF NOT EXISTS catalog_import_pending (
         line integer NOT NULL,
         child text NOT NULL,
@@ -76,9 +62,11 @@ _CREATE_TEMP: Final = (
 # `current` is the item as it is now; `pk` its key after the batch. A parent in the batch has its `pk` (new or
 # not); otherwise the catalog is asked. The outcome compares all four written fields, the parent as it will be.
 # Each item and parent is looked up through the unique index (LATERAL … LIMIT 1 keeps the planner from turning
-# that into a scan of the whole table, which stale statistics in the middle of a large import would invite).
-_PLAN: Final = """
-    INSERT INTO catalog_import_plan
+# that into a scan of the whole table, which stale statistics in the middle of a large import would invite;
+# see also _prepare).
+# The INSERT and the UPDATE touch different rows; both read `planned`, computed once. The result: each
+# outcome's count, then the rows whose parent is still unknown (line, id, parent, outcome).
+_MERGE: Final = """
     WITH batch AS MATERIALIZED (
         SELECT b.line, b.inventory_id, b.title, b.kind, b.parent, b.metadata,
                c.id AS current_id, c.parent_id AS current_parent,
@@ -99,42 +87,35 @@ _PLAN: Final = """
                END AS found_parent
         FROM batch x
         LEFT JOIN batch inside ON inside.inventory_id = x.parent
-    ), planned AS (
-        SELECT p.*,
-               p.parent <> '' AND p.found_parent IS NULL AS pending,
-               CASE WHEN p.parent <> '' AND p.found_parent IS NULL THEN p.current_parent
-                    ELSE p.found_parent
-               END AS parent_pk
-        FROM parented p
+    ), planned AS MATERIALIZED (
+        SELECT line, pk, current_id, inventory_id, title, kind, parent, metadata, pending, parent_pk,
+               CASE WHEN current_id IS NULL THEN 1
+                    WHEN same_fields AND parent_pk IS NOT DISTINCT FROM current_parent THEN 3
+                    ELSE 2
+               END AS outcome
+        FROM (
+            SELECT p.*,
+                   p.parent <> '' AND p.found_parent IS NULL AS pending,
+                   CASE WHEN p.parent <> '' AND p.found_parent IS NULL THEN p.current_parent
+                        ELSE p.found_parent
+                   END AS parent_pk
+            FROM parented p
+        ) decided
+    ), created AS (
+        INSERT INTO catalog_catalogitem
+            (id, inventory_id, title, kind, vionlabs_id, metadata, created_at, updated_at, parent_id)
+        SELECT pk, inventory_id, title, kind, '', metadata, %(now)s, %(now)s, parent_pk
+        FROM planned WHERE outcome = 1
+        ORDER BY line
+    ), changed AS (
+        UPDATE catalog_catalogitem c
+        SET title = p.title, kind = p.kind, metadata = p.metadata, parent_id = p.parent_pk, updated_at = %(now)s
+        FROM planned p
+        WHERE p.outcome = 2 AND c.id = p.current_id
     )
-    SELECT line, pk, current_id, inventory_id, title, kind, parent, metadata, parent_pk, pending,
-           CASE WHEN current_id IS NULL THEN 1
-                WHEN same_fields AND parent_pk IS NOT DISTINCT FROM current_parent THEN 3
-                ELSE 2
-           END
-    FROM planned
-"""
-
-_INSERT: Final = """
-    INSERT INTO catalog_catalogitem (id, inventory_id, title, kind, vionlabs_id, metadata, created_at, updated_at, parent_id)
-    SELECT pk, inventory_id, title, kind, '', metadata, %(now)s, %(now)s, parent_pk
-    FROM catalog_import_plan WHERE outcome = 1
-    ORDER BY line
-"""
-
-_UPDATE: Final = """
-    UPDATE catalog_catalogitem c
-    SET title = p.title, kind = p.kind, metadata = p.metadata, parent_id = p.parent_pk, updated_at = %(now)s
-    FROM catalog_import_plan p
-    WHERE p.outcome = 2 AND c.id = p.current_id
-"""
-
-# Each row's count, then the rows whose parent is still unknown (line, id, parent, outcome).
-_RESULT: Final = """
-    SELECT outcome, COUNT(*)::integer, NULL::integer, NULL::text, NULL::text
-    FROM catalog_import_plan GROUP BY outcome
+    SELECT outcome, COUNT(*)::integer, NULL::integer, NULL::text, NULL::text FROM planned GROUP BY outcome
     UNION ALL
-    SELECT outcome, NULL::integer, line, inventory_id, parent FROM catalog_import_plan WHERE pending
+    SELECT outcome, NULL::integer, line, inventory_id, parent FROM planned WHERE pending
 """
 
 # The second pass: children whose parent exists now get it (when it is not already theirs).
@@ -161,8 +142,29 @@ Waiting = tuple[int, str, str, int]
 _sequence: str | None = None
 
 
+def _copy_text(value: str) -> str:
+    """A value in COPY's text format: backslash, tab and line breaks escaped (NUL never gets this far)."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
+
+
+def encode_batch(rows: Iterable[BatchRow]) -> bytes:
+    """The rows as the data of `COPY catalog_import_batch FROM STDIN` (text format, UTF-8). Needs no database
+    connection: the reader's thread calls it."""
+    dumps = json.JSONEncoder(ensure_ascii=False).encode
+    text = _copy_text
+    return "".join(
+        f"{line}\t{text(inventory_id)}\t{text(title)}\t{text(kind)}\t{text(parent)}\t{text(dumps(metadata))}\n"
+        for line, inventory_id, title, kind, parent, metadata in rows
+    ).encode()
+
+
 def _prepare(cursor: Any, table: str) -> None:
-    # These statements are cheap; compiling them with JIT (which their cost estimates can trigger) is not.
+    # Every statement here finds items through an index: a batch is small beside the catalog, and the statistics
+    # lag behind a large import. Without these settings the planner may read the whole table for each batch
+    # (hash-joining 20,000 updates with a million items) and compile the statement with JIT first.
+    cursor.execute("SET LOCAL enable_seqscan = off")
     cursor.execute("SET LOCAL jit = off")
     for statement in _CREATE_TEMP:
         cursor.execute(statement)
@@ -177,21 +179,17 @@ def _item_sequence(cursor: Any) -> str:
     return _sequence
 
 
-def write_batch(rows: Sequence[BatchRow], now: datetime) -> tuple[dict[int, int], list[Waiting]]:
-    """Write one batch (call inside a transaction). Returns the rows per outcome, and the rows whose parent is
-    neither in the batch nor in the catalog (written keeping their current parent)."""
-    dumps = json.JSONEncoder(ensure_ascii=False).encode
+def write_batch(data: bytes, now: datetime) -> tuple[dict[int, int], list[Waiting]]:
+    """Write one batch, given as `encode_batch` made it (call inside a transaction). Returns the rows per
+    outcome, and the rows whose parent is neither in the batch nor in the catalog (written keeping their
+    current parent)."""
     with connection.cursor() as cursor:
-        _prepare(cursor, "catalog_import_batch, catalog_import_plan")
+        _prepare(cursor, "catalog_import_batch")
         with cursor.copy(
             "COPY catalog_import_batch (line, inventory_id, title, kind, parent, metadata) FROM STDIN"
         ) as copy:
-            for line, inventory_id, title, kind, parent, metadata in rows:
-                copy.write_row((line, inventory_id, title, kind, parent, dumps(metadata)))
-        cursor.execute(_PLAN, {"sequence": _item_sequence(cursor)})
-        cursor.execute(_INSERT, {"now": now})
-        cursor.execute(_UPDATE, {"now": now})
-        cursor.execute(_RESULT)
+            copy.write(data)
+        cursor.execute(_MERGE, {"sequence": _item_sequence(cursor), "now": now})
         counts: dict[int, int] = {}
         waiting: list[Waiting] = []
         for outcome, count, line, inventory_id, parent in cursor.fetchall():

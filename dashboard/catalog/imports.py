@@ -22,8 +22,10 @@ import csv
 import io
 import json
 import math
+import queue
 import sqlite3
 import tempfile
+import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -556,6 +558,102 @@ def default_batch_size() -> int:
     return COPY_BATCH_SIZE if connection.vendor == "postgresql" else BATCH_SIZE
 
 
+def _encode_batch(rows: list[_Row]) -> bytes:
+    return import_copy.encode_batch(
+        (row.line, row.inventory_id, row.title, row.kind, row.parent_id, row.metadata) for row in rows
+    )
+
+
+class _BatchReader:
+    """Reads, validates and de-duplicates the rows in a thread of its own, a batch ahead of the writer.
+
+    Yields _Batch: the bad rows met since the previous batch (in file order, to be reported before the batch
+    is written, as if read in line), the batch, `encode`'s rendering of it (the COPY data on PostgreSQL), and
+    whether the file is done. While the database writes one batch, the next one is parsed: the two run on
+    different cores (the database driver lets go of the GIL while it waits). At most two batches wait in
+    memory. The thread touches no Django database connection; its ids-seen table is its own SQLite file.
+    """
+
+    def __init__(
+        self,
+        rows: Iterable[_Row | RowError],
+        batch_size: int,
+        encode: Callable[[list[_Row]], bytes] | None = None,
+    ) -> None:
+        self._rows = rows
+        self._batch_size = batch_size
+        self._encode = encode
+        self._queue: queue.Queue[_Batch | BaseException] = queue.Queue(1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="catalog-import-reader", daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[_Batch]:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item.last:
+                return
+
+    def close(self) -> None:
+        """Stop the thread (after the last batch, or when the writer failed) and wait for it."""
+        self._stop.set()
+        self._thread.join()
+
+    def _put(self, item: _Batch | BaseException) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def _produce(self) -> None:
+        seen = _Scratch()
+        try:
+            errors: list[RowError] = []
+            batch: list[_Row] = []
+            for row in self._rows:
+                if isinstance(row, RowError):
+                    errors.append(row)
+                    continue
+                first = seen.first_line(row.inventory_id, row.line)
+                if first is not None:
+                    errors.append(
+                        RowError(
+                            row.line,
+                            f"duplicate inventory id (first seen on line {first}; the first row wins)",
+                            row.inventory_id,
+                        )
+                    )
+                    continue
+                batch.append(row)
+                if len(batch) >= self._batch_size:
+                    if not self._put(self._batch(errors, batch, last=False)):
+                        return
+                    errors, batch = [], []
+            self._put(self._batch(errors, batch, last=True))
+        except BaseException as exc:  # handed to the writer's thread, which raises it
+            self._put(exc)
+        finally:
+            seen.close()
+
+    def _batch(self, errors: list[RowError], rows: list[_Row], *, last: bool) -> _Batch:
+        data = self._encode(rows) if self._encode and rows else b""
+        return _Batch(errors, rows, data, last)
+
+
+@dataclass(slots=True)
+class _Batch:
+    errors: list[RowError]
+    rows: list[_Row]
+    data: bytes
+    last: bool
+
+
 class _FileImporter:
     def __init__(
         self, *, report: ImportReport, batch_size: int | None, on_batch: OnBatch | None = None
@@ -568,46 +666,32 @@ class _FileImporter:
         self.scratch = _Scratch()
 
     def run(self, rows: Iterable[_Row | RowError]) -> None:
+        reader = _BatchReader(rows, self.batch_size, _encode_batch if self.copy else None)
         try:
-            batch: list[_Row] = []
-            for row in rows:
-                if isinstance(row, RowError):
-                    self.report.add_error(row)
-                    continue
-                first = self.scratch.first_line(row.inventory_id, row.line)
-                if first is not None:
-                    self.report.add_error(
-                        RowError(
-                            row.line,
-                            f"duplicate inventory id (first seen on line {first}; the first row wins)",
-                            row.inventory_id,
-                        )
-                    )
-                    continue
-                batch.append(row)
-                if len(batch) >= self.batch_size:
+            for batch in reader:
+                for error in batch.errors:
+                    self.report.add_error(error)
+                if batch.rows:
                     self._flush(batch)
-                    batch = []
-                    if self.on_batch:
-                        self.on_batch(self.report.total)
-            if batch:
-                self._flush(batch)
+                if not batch.last and self.on_batch:
+                    self.on_batch(self.report.total)
             self._resolve_pending()
             if self.on_batch:
                 self.on_batch(self.report.total)
             # Missing parents are only known at the end: list every bad row in file order.
             self.report.errors.sort(key=lambda error: error.line)
         finally:
+            reader.close()
             self.scratch.close()
 
-    def _flush(self, batch: list[_Row]) -> None:
+    def _flush(self, batch: _Batch) -> None:
         try:
-            outcomes, pending = self._write_copy(batch) if self.copy else self._write(batch)
+            outcomes, pending = self._write_copy(batch.data) if self.copy else self._write(batch.rows)
         except (DataError, IntegrityError):
             # The database refused something validation let through: write the rows one by one so only the
             # refused row is lost. (Other database errors, a lost connection say, end the import: batches
             # committed before are kept and a re-run continues.)
-            for row in batch:
+            for row in batch.rows:
                 try:
                     self._flush_one(row)
                 except (DataError, IntegrityError) as exc:
@@ -629,11 +713,10 @@ class _FileImporter:
         self.report.unchanged += outcomes.get(_UNCHANGED, 0)
 
     @staticmethod
-    def _write_copy(batch: list[_Row]) -> tuple[dict[int, int], list[tuple[int, str, str, int]]]:
+    def _write_copy(data: bytes) -> tuple[dict[int, int], list[tuple[int, str, str, int]]]:
         """The PostgreSQL path: the same outcomes and waiting children as `_write`, through COPY."""
-        rows = [(r.line, r.inventory_id, r.title, r.kind, r.parent_id, r.metadata) for r in batch]
         with transaction.atomic(), connection.wrap_database_errors:
-            return import_copy.write_batch(rows, timezone.now())
+            return import_copy.write_batch(data, timezone.now())
 
     def _write(self, batch: list[_Row]) -> tuple[dict[int, int], list[tuple[int, str, str, int]]]:
         """Upsert one batch in one transaction; returns each row's outcome and the rows whose parent is
