@@ -565,13 +565,17 @@ def _encode_batch(rows: list[_Row]) -> bytes:
 
 
 class _BatchReader:
-    """Reads, validates and de-duplicates the rows in a thread of its own, a batch ahead of the writer.
+    """Reads, validates and de-duplicates the rows, and cuts them into batches for the writer.
 
     Yields _Batch: the bad rows met since the previous batch (in file order, to be reported before the batch
     is written, as if read in line), the batch, `encode`'s rendering of it (the COPY data on PostgreSQL), and
-    whether the file is done. While the database writes one batch, the next one is parsed: the two run on
-    different cores (the database driver lets go of the GIL while it waits). At most two batches wait in
-    memory. The thread touches no Django database connection; its ids-seen table is its own SQLite file.
+    whether the file is done.
+
+    `threaded` (PostgreSQL): the reading runs in a thread of its own, a batch ahead, so the next batch is
+    parsed while the database writes the current one: the two run on different cores (the database driver
+    lets go of the GIL while it waits). At most two batches wait in memory. The thread touches no Django
+    database connection; its ids-seen table is its own SQLite file. Through the ORM (SQLite) the writer is
+    Python too, and a second thread would only contend for the GIL: there the rows are read in line.
     """
 
     def __init__(
@@ -579,16 +583,27 @@ class _BatchReader:
         rows: Iterable[_Row | RowError],
         batch_size: int,
         encode: Callable[[list[_Row]], bytes] | None = None,
+        *,
+        threaded: bool = False,
     ) -> None:
         self._rows = rows
         self._batch_size = batch_size
         self._encode = encode
         self._queue: queue.Queue[_Batch | BaseException] = queue.Queue(1)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, name="catalog-import-reader", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._produce, name="catalog-import-reader", daemon=True)
+            self._thread.start()
 
     def __iter__(self) -> Iterator[_Batch]:
+        if self._thread is None:
+            seen = _Scratch()
+            try:
+                yield from self._batches(seen)
+            finally:
+                seen.close()
+            return
         while True:
             item = self._queue.get()
             if isinstance(item, BaseException):
@@ -600,7 +615,8 @@ class _BatchReader:
     def close(self) -> None:
         """Stop the thread (after the last batch, or when the writer failed) and wait for it."""
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
     def _put(self, item: _Batch | BaseException) -> bool:
         while not self._stop.is_set():
@@ -614,32 +630,36 @@ class _BatchReader:
     def _produce(self) -> None:
         seen = _Scratch()
         try:
-            errors: list[RowError] = []
-            batch: list[_Row] = []
-            for row in self._rows:
-                if isinstance(row, RowError):
-                    errors.append(row)
-                    continue
-                first = seen.first_line(row.inventory_id, row.line)
-                if first is not None:
-                    errors.append(
-                        RowError(
-                            row.line,
-                            f"duplicate inventory id (first seen on line {first}; the first row wins)",
-                            row.inventory_id,
-                        )
-                    )
-                    continue
-                batch.append(row)
-                if len(batch) >= self._batch_size:
-                    if not self._put(self._batch(errors, batch, last=False)):
-                        return
-                    errors, batch = [], []
-            self._put(self._batch(errors, batch, last=True))
+            for batch in self._batches(seen):
+                if not self._put(batch):
+                    return
         except BaseException as exc:  # handed to the writer's thread, which raises it
             self._put(exc)
         finally:
             seen.close()
+
+    def _batches(self, seen: _Scratch) -> Iterator[_Batch]:
+        errors: list[RowError] = []
+        batch: list[_Row] = []
+        for row in self._rows:
+            if isinstance(row, RowError):
+                errors.append(row)
+                continue
+            first = seen.first_line(row.inventory_id, row.line)
+            if first is not None:
+                errors.append(
+                    RowError(
+                        row.line,
+                        f"duplicate inventory id (first seen on line {first}; the first row wins)",
+                        row.inventory_id,
+                    )
+                )
+                continue
+            batch.append(row)
+            if len(batch) >= self._batch_size:
+                yield self._batch(errors, batch, last=False)
+                errors, batch = [], []
+        yield self._batch(errors, batch, last=True)
 
     def _batch(self, errors: list[RowError], rows: list[_Row], *, last: bool) -> _Batch:
         data = self._encode(rows) if self._encode and rows else b""
@@ -666,7 +686,7 @@ class _FileImporter:
         self.scratch = _Scratch()
 
     def run(self, rows: Iterable[_Row | RowError]) -> None:
-        reader = _BatchReader(rows, self.batch_size, _encode_batch if self.copy else None)
+        reader = _BatchReader(rows, self.batch_size, _encode_batch if self.copy else None, threaded=self.copy)
         try:
             for batch in reader:
                 for error in batch.errors:
