@@ -5,6 +5,10 @@ behave the same. The file is read as a stream and written in batches, each in it
 stays flat however long the file is, and a bad row is reported (line number and reason) without stopping the
 import or touching the good rows around it.
 
+Two write paths with the same rules and the same report: on PostgreSQL each batch is COPYed and merged in
+set-based SQL (import_copy.py), the file being parsed in a second thread a batch ahead; on SQLite the ORM
+writes each batch (`_FileImporter._write`) and the file is read in line.
+
 Rules (also in docs/catalog.md):
 - Columns `inventory_id`, `title`, `kind` (blank means standalone), `parent_id`; every other column goes into
   `metadata`, which a re-import replaces as a whole. In CSV, one leading apostrophe before a formula-like cell
