@@ -5,6 +5,10 @@ behave the same. The file is read as a stream and written in batches, each in it
 stays flat however long the file is, and a bad row is reported (line number and reason) without stopping the
 import or touching the good rows around it.
 
+Two write paths with the same rules and the same report: on PostgreSQL each batch is COPYed and merged in
+set-based SQL (import_copy.py), the file being parsed in a second thread a batch ahead; on SQLite the ORM
+writes each batch (`_FileImporter._write`) and the file is read in line.
+
 Rules (also in docs/catalog.md):
 - Columns `inventory_id`, `title`, `kind` (blank means standalone), `parent_id`; every other column goes into
   `metadata`, which a re-import replaces as a whole. In CSV, one leading apostrophe before a formula-like cell
@@ -22,8 +26,10 @@ import csv
 import io
 import json
 import math
+import queue
 import sqlite3
 import tempfile
+import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,17 +37,21 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final, cast
 
 from django.core.exceptions import ValidationError
-from django.db import DataError, IntegrityError, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from dashboard.vionlabs import CatalogEntry
 from dashboard.vionlabs.errors import VionlabsError
 
+from . import import_copy
 from .exports import unescape_cell
 from .models import CatalogItem, ItemKind
 from .validators import validate_inventory_id
 
+#: Rows per transaction through the ORM (SQLite).
 BATCH_SIZE: Final = 1000
+#: Rows per transaction on PostgreSQL, where a batch is one COPY and a few set-based statements (import_copy.py).
+COPY_BATCH_SIZE: Final = 20_000
 # Largest CSV field accepted (characters). Well above any real title or metadata value, and it bounds memory
 # when an unclosed quote would otherwise swallow the rest of the file into one field.
 MAX_FIELD_CHARS: Final = 4 * 1024 * 1024
@@ -65,7 +75,7 @@ _TITLE_MAX: Final = cast(int, CatalogItem._meta.get_field("title").max_length)
 _VIONLABS_ID_MAX: Final = cast(int, CatalogItem._meta.get_field("vionlabs_id").max_length)
 _KINDS: Final = frozenset(ItemKind.values)
 
-_CREATED, _UPDATED, _UNCHANGED = 1, 2, 3
+_CREATED, _UPDATED, _UNCHANGED = import_copy.CREATED, import_copy.UPDATED, import_copy.UNCHANGED
 
 
 #: Told the number of rows done after each batch.
@@ -547,54 +557,165 @@ def _set_parents(assignments: dict[str, int]) -> None:
         CatalogItem.objects.filter(inventory_id__in=children).update(parent_id=parent_pk, updated_at=now)
 
 
+def default_batch_size() -> int:
+    """Rows per transaction on the database in use: COPY batches on PostgreSQL, ORM batches elsewhere."""
+    return COPY_BATCH_SIZE if connection.vendor == "postgresql" else BATCH_SIZE
+
+
+def _encode_batch(rows: list[_Row]) -> bytes:
+    return import_copy.encode_batch(
+        (row.line, row.inventory_id, row.title, row.kind, row.parent_id, row.metadata) for row in rows
+    )
+
+
+class _BatchReader:
+    """Reads, validates and de-duplicates the rows, and cuts them into batches for the writer.
+
+    Yields _Batch: the bad rows met since the previous batch (in file order, to be reported before the batch
+    is written, as if read in line), the batch, `encode`'s rendering of it (the COPY data on PostgreSQL), and
+    whether the file is done.
+
+    `threaded` (PostgreSQL): the reading runs in a thread of its own, a batch ahead, so the next batch is
+    parsed while the database writes the current one: the two run on different cores (the database driver
+    lets go of the GIL while it waits). At most two batches wait in memory. The thread touches no Django
+    database connection; its ids-seen table is its own SQLite file. Through the ORM (SQLite) the writer is
+    Python too, and a second thread would only contend for the GIL: there the rows are read in line.
+    """
+
+    def __init__(
+        self,
+        rows: Iterable[_Row | RowError],
+        batch_size: int,
+        encode: Callable[[list[_Row]], bytes] | None = None,
+        *,
+        threaded: bool = False,
+    ) -> None:
+        self._rows = rows
+        self._batch_size = batch_size
+        self._encode = encode
+        self._queue: queue.Queue[_Batch | BaseException] = queue.Queue(1)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._produce, name="catalog-import-reader", daemon=True)
+            self._thread.start()
+
+    def __iter__(self) -> Iterator[_Batch]:
+        if self._thread is None:
+            seen = _Scratch()
+            try:
+                yield from self._batches(seen)
+            finally:
+                seen.close()
+            return
+        while True:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item.last:
+                return
+
+    def close(self) -> None:
+        """Stop the thread (after the last batch, or when the writer failed) and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _put(self, item: _Batch | BaseException) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def _produce(self) -> None:
+        seen = _Scratch()
+        try:
+            for batch in self._batches(seen):
+                if not self._put(batch):
+                    return
+        except BaseException as exc:  # handed to the writer's thread, which raises it
+            self._put(exc)
+        finally:
+            seen.close()
+
+    def _batches(self, seen: _Scratch) -> Iterator[_Batch]:
+        errors: list[RowError] = []
+        batch: list[_Row] = []
+        for row in self._rows:
+            if isinstance(row, RowError):
+                errors.append(row)
+                continue
+            first = seen.first_line(row.inventory_id, row.line)
+            if first is not None:
+                errors.append(
+                    RowError(
+                        row.line,
+                        f"duplicate inventory id (first seen on line {first}; the first row wins)",
+                        row.inventory_id,
+                    )
+                )
+                continue
+            batch.append(row)
+            if len(batch) >= self._batch_size:
+                yield self._batch(errors, batch, last=False)
+                errors, batch = [], []
+        yield self._batch(errors, batch, last=True)
+
+    def _batch(self, errors: list[RowError], rows: list[_Row], *, last: bool) -> _Batch:
+        data = self._encode(rows) if self._encode and rows else b""
+        return _Batch(errors, rows, data, last)
+
+
+@dataclass(slots=True)
+class _Batch:
+    errors: list[RowError]
+    rows: list[_Row]
+    data: bytes
+    last: bool
+
+
 class _FileImporter:
-    def __init__(self, *, report: ImportReport, batch_size: int, on_batch: OnBatch | None = None) -> None:
+    def __init__(
+        self, *, report: ImportReport, batch_size: int | None, on_batch: OnBatch | None = None
+    ) -> None:
         self.report = report
-        self.batch_size = batch_size
+        # PostgreSQL writes through COPY and set-based SQL (import_copy.py); other databases through the ORM.
+        self.copy = connection.vendor == "postgresql"
+        self.batch_size = batch_size or default_batch_size()
         self.on_batch = on_batch
         self.scratch = _Scratch()
 
     def run(self, rows: Iterable[_Row | RowError]) -> None:
+        reader = _BatchReader(rows, self.batch_size, _encode_batch if self.copy else None, threaded=self.copy)
         try:
-            batch: list[_Row] = []
-            for row in rows:
-                if isinstance(row, RowError):
-                    self.report.add_error(row)
-                    continue
-                first = self.scratch.first_line(row.inventory_id, row.line)
-                if first is not None:
-                    self.report.add_error(
-                        RowError(
-                            row.line,
-                            f"duplicate inventory id (first seen on line {first}; the first row wins)",
-                            row.inventory_id,
-                        )
-                    )
-                    continue
-                batch.append(row)
-                if len(batch) >= self.batch_size:
+            for batch in reader:
+                for error in batch.errors:
+                    self.report.add_error(error)
+                if batch.rows:
                     self._flush(batch)
-                    batch = []
-                    if self.on_batch:
-                        self.on_batch(self.report.total)
-            if batch:
-                self._flush(batch)
+                if not batch.last and self.on_batch:
+                    self.on_batch(self.report.total)
             self._resolve_pending()
             if self.on_batch:
                 self.on_batch(self.report.total)
             # Missing parents are only known at the end: list every bad row in file order.
             self.report.errors.sort(key=lambda error: error.line)
         finally:
+            reader.close()
             self.scratch.close()
 
-    def _flush(self, batch: list[_Row]) -> None:
+    def _flush(self, batch: _Batch) -> None:
         try:
-            outcomes, pending = self._write(batch)
+            outcomes, pending = self._write_copy(batch.data) if self.copy else self._write(batch.rows)
         except (DataError, IntegrityError):
             # The database refused something validation let through: write the rows one by one so only the
             # refused row is lost. (Other database errors, a lost connection say, end the import: batches
             # committed before are kept and a re-run continues.)
-            for row in batch:
+            for row in batch.rows:
                 try:
                     self._flush_one(row)
                 except (DataError, IntegrityError) as exc:
@@ -610,16 +731,18 @@ class _FileImporter:
         self._count(outcomes)
         self.scratch.add_pending(pending)
 
-    def _count(self, outcomes: Iterable[int]) -> None:
-        for outcome in outcomes:
-            if outcome == _CREATED:
-                self.report.created += 1
-            elif outcome == _UPDATED:
-                self.report.updated += 1
-            else:
-                self.report.unchanged += 1
+    def _count(self, outcomes: Mapping[int, int]) -> None:
+        self.report.created += outcomes.get(_CREATED, 0)
+        self.report.updated += outcomes.get(_UPDATED, 0)
+        self.report.unchanged += outcomes.get(_UNCHANGED, 0)
 
-    def _write(self, batch: list[_Row]) -> tuple[list[int], list[tuple[int, str, str, int]]]:
+    @staticmethod
+    def _write_copy(data: bytes) -> tuple[dict[int, int], list[tuple[int, str, str, int]]]:
+        """The PostgreSQL path: the same outcomes and waiting children as `_write`, through COPY."""
+        with transaction.atomic(), connection.wrap_database_errors:
+            return import_copy.write_batch(data, timezone.now())
+
+    def _write(self, batch: list[_Row]) -> tuple[dict[int, int], list[tuple[int, str, str, int]]]:
         """Upsert one batch in one transaction; returns each row's outcome and the rows whose parent is
         still unknown (later in the file, or missing).
 
@@ -648,7 +771,10 @@ class _FileImporter:
             # and the second pass at the end of the file tries again.
             self._upsert(remaining, existing, None, outcomes)
             pending = [(row.line, row.inventory_id, row.parent_id, outcomes[i]) for i, row in remaining]
-        return [outcomes[i] for i in range(len(batch))], pending
+        counted: dict[int, int] = defaultdict(int)
+        for outcome in outcomes.values():
+            counted[outcome] += 1
+        return counted, pending
 
     @staticmethod
     def _upsert(
@@ -691,6 +817,9 @@ class _FileImporter:
 
     def _resolve_pending(self) -> None:
         """The second pass: parents that appeared later in the file exist now; the rest are missing."""
+        if self.copy:
+            self._resolve_pending_copy()
+            return
         for chunk in self.scratch.pending_chunks(self.batch_size):
             with transaction.atomic():
                 parents = dict(
@@ -723,6 +852,25 @@ class _FileImporter:
                             self.report.updated += 1
                 _set_parents(assignments)
 
+    def _resolve_pending_copy(self) -> None:
+        for chunk in self.scratch.pending_chunks(self.batch_size):
+            with transaction.atomic(), connection.wrap_database_errors:
+                moved, orphans = import_copy.resolve_parents(chunk, timezone.now())
+            for _, outcome in moved:
+                if outcome == _UNCHANGED:
+                    self.report.unchanged -= 1
+                    self.report.updated += 1
+            for line, child, parent, outcome in orphans:
+                self.report.add_error(
+                    RowError(
+                        line,
+                        f"parent {parent!r} is neither in the file nor in the catalog "
+                        "(the item was imported; its parent was left as it was)",
+                        child,
+                    )
+                )
+                self._uncount(outcome)
+
     def _uncount(self, outcome: int) -> None:
         # Each row is counted once: a row reported as bad leaves the count it was first given.
         if outcome == _CREATED:
@@ -738,12 +886,13 @@ def import_catalog_file(
     *,
     fmt: str | None = None,
     name: str | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     max_errors: int | None = None,
     on_batch: OnBatch | None = None,
 ) -> ImportReport:
     """Import a CSV or JSON Lines catalog from a binary stream; raises ImportFileError for a malformed file.
-    `on_batch` is told the rows done so far after each batch (a command's progress line).
+    `on_batch` is told the rows done so far after each batch (a command's progress line). `batch_size` is the
+    rows per transaction (default: `default_batch_size()`).
 
     `fmt` ("csv"/"jsonl") wins; otherwise the name's extension decides, and a nameless stream (stdin) is
     JSON Lines when its first character is `{`.
@@ -761,7 +910,7 @@ def import_catalog_file(
 def import_rows(
     rows: Iterable[Mapping[str, Any]],
     *,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     max_errors: int | None = None,
     on_batch: OnBatch | None = None,
 ) -> ImportReport:

@@ -16,6 +16,7 @@ from django.db import DatabaseError
 from dashboard.catalog.client import get_client
 from dashboard.catalog.imports import (
     BATCH_SIZE,
+    COPY_BATCH_SIZE,
     FORMATS,
     ImportFileError,
     ImportInterrupted,
@@ -49,7 +50,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--page-size", type=int, default=500, help="Vionlabs listing page size (500)")
         parser.add_argument(
-            "--batch-size", type=int, default=BATCH_SIZE, help=f"rows per transaction ({BATCH_SIZE})"
+            "--batch-size",
+            type=int,
+            help=f"rows per transaction ({COPY_BATCH_SIZE:,} on PostgreSQL, {BATCH_SIZE:,} on SQLite)",
         )
         parser.add_argument(
             "--max-errors",
@@ -59,7 +62,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["batch_size"] < 1 or options["max_errors"] < 0 or options["page_size"] < 1:
+        batch_size = options["batch_size"]
+        if (
+            (batch_size is not None and batch_size < 1)
+            or options["max_errors"] < 0
+            or options["page_size"] < 1
+        ):
             raise CommandError("--batch-size and --page-size must be positive, --max-errors not negative.")
         if options["from_vionlabs"] and options["file"]:
             raise CommandError("Give either FILE or --from-vionlabs, not both.", returncode=2)
@@ -106,7 +114,7 @@ class Command(BaseCommand):
             with Progress(self.stdout, label="Importing from Vionlabs", unit="items") as progress:
                 return import_from_vionlabs(
                     entries,
-                    batch_size=options["batch_size"],
+                    batch_size=options["batch_size"] or BATCH_SIZE,
                     max_errors=options["max_errors"],
                     on_batch=progress.update,
                 )
