@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Window
 
 from .validators import validate_storable_text
 
@@ -125,6 +125,29 @@ def keyset_page(
         prev_cursor=cursor(rows[0]) if rows and has_prev else None,
         whole=not has_prev and not has_next,
     )
+
+
+def first_page_counted(
+    qs: QuerySet, *, field_name: str, descending: bool, size: int
+) -> tuple[Page, int] | None:
+    """The first page of `qs` and how many rows match, in one query, when at most COUNT_LIMIT do; None when
+    more do (then page and count as usual). For a search: its matches come from the trigram indexes, and
+    paging then counting would search twice (at a million items, 7 ms each for `tt00123`). The matches are
+    taken once, at most COUNT_LIMIT + 1 of them, then counted (a window) and sorted for the page."""
+    matching = qs.order_by().values("pk")[: COUNT_LIMIT + 1]
+    order = [f"-{field_name}", "-pk"] if descending else [field_name, "pk"]
+    rows = list(
+        qs.model._default_manager.filter(pk__in=matching)
+        .annotate(matching_total=Window(Count("pk")))
+        .order_by(*order)[: size + 1]
+    )
+    total = rows[0].matching_total if rows else 0
+    if total > COUNT_LIMIT:
+        return None
+    has_next = len(rows) > size
+    rows = rows[:size]
+    next_cursor = encode_cursor([getattr(rows[-1], field_name), rows[-1].pk]) if has_next else None
+    return Page(rows=rows, next_cursor=next_cursor, prev_cursor=None, whole=not has_next), total
 
 
 def page_count(page: Page, qs: QuerySet) -> tuple[int, bool]:

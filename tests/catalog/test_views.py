@@ -224,25 +224,32 @@ def test_search_needs_every_word_and_keeps_quoted_phrases_whole(viewer_client, p
     assert found == expected
 
 
+@pytest.mark.parametrize("sort", ["inventory_id", "-title"])
 @pytest.mark.parametrize(("matching", "pages"), [(0, 1), (7, 1), (10, 1), (11, 2), (25, 3)])
 def test_the_count_is_exact_on_every_page_whether_or_not_one_page_holds_all(
-    viewer_client, products, small_pages, matching, pages
+    viewer_client, products, small_pages, matching, pages, sort
 ):
-    # A page holding every match counts its own rows (no count query); any other page asks the database.
+    # A search's first page is paged and counted in one query; the next pages use the cursor it gave and
+    # count apart (or count their own rows when one page holds them all).
     add_items(matching, prefix="match")
     add_items(5, prefix="other")
-    url, params = reverse("catalog:item-list"), {"q": "match"}
-    seen = 0
+    url, params = reverse("catalog:item-list"), {"q": "match", "sort": sort}
+    seen: list[str] = []
     for _ in range(pages):
         html = text(viewer_client.get(url, params))
         summary = re.search(r'id="item-count">(.*?)</p>', html, re.S).group(1)
         assert summary.startswith(f"{matching} item"), summary
-        seen += html.count('class="item-row')
+        seen += re.findall(r'class="inventory-id">([^<]+)</a>', html)
         after = re.search(r'href="\?[^"]*after=([^"&]+)', html)
         if after is None:
             break
-        params = {"q": "match", "after": after.group(1)}
-    assert seen == matching
+        params = {**params, "after": after.group(1)}
+    expected = sorted(
+        CatalogItem.objects.filter(inventory_id__startswith="match"), key=lambda i: i.inventory_id
+    )
+    if sort == "-title":
+        expected = sorted(expected, key=lambda i: (i.title, i.pk), reverse=True)
+    assert seen == [item.inventory_id for item in expected]
 
 
 def test_search_input_is_an_active_search(viewer_client, products):
@@ -304,11 +311,14 @@ def test_keyset_pages_walk_every_item_once_both_ways(viewer_client, products, sm
     assert "sort=-title" in prev
 
 
-def test_count_is_bounded_on_large_sets(viewer_client, products, small_pages, monkeypatch):
+@pytest.mark.parametrize("q", ["", "item", "item-000"])
+def test_count_is_bounded_on_large_sets(viewer_client, products, small_pages, monkeypatch, q):
     monkeypatch.setattr(pagination, "COUNT_LIMIT", 5)
     add_items(12)  # more than a page of 10: counted by the database, at most COUNT_LIMIT + 1 rows
-    html = text(viewer_client.get(reverse("catalog:item-list")))
+    html = text(viewer_client.get(reverse("catalog:item-list"), {"q": q}))
     assert "5+ items match" in html
+    assert html.count('class="item-row') == 10
+    assert 'rel="next"' in html
 
 
 def test_series_and_seasons_roll_up_their_episodes(viewer_client, products):

@@ -12,8 +12,9 @@ from django.views.decorators.http import require_GET
 from .. import alerts, selectors
 from ..forms import CatalogFilterForm, TaskCreateForm, TaskFilterForm, parse_depth
 from ..models import CatalogItem, OperationKind, PriorityChoices
-from ..pagination import Page, keyset_page, page_count
+from ..pagination import Page, first_page_counted, keyset_page, page_count
 from ..permissions import viewer_required
+from ..querysets import search_terms
 from ..selectors import (
     ItemRow,
     build_rows,
@@ -58,17 +59,30 @@ def item_list(request: HtmxHttpRequest) -> HttpResponse:
     if form.is_valid():
         qs = form.filter_items(CatalogItem.objects.all(), settings=all_settings)
         sort = form.cleaned_data["sort"]
-        page = keyset_page(
-            qs,
-            field_name=sort.lstrip("-"),
-            descending=sort.startswith("-"),
-            after=form.cleaned_data["after"],
-            before=form.cleaned_data["before"],
-            size=settings.DASHBOARD_PAGE_SIZE,
-            unique=sort.lstrip("-") == "inventory_id",
+        field_name, descending = sort.lstrip("-"), sort.startswith("-")
+        first = form.cleaned_data["after"] is None and form.cleaned_data["before"] is None
+        # A search's first page: page and count from one pass over its matches (see first_page_counted).
+        counted = (
+            first_page_counted(
+                qs, field_name=field_name, descending=descending, size=settings.DASHBOARD_PAGE_SIZE
+            )
+            if first and search_terms(form.cleaned_data["q"])
+            else None
         )
+        if counted is not None:
+            page, count = counted
+        else:
+            page = keyset_page(
+                qs,
+                field_name=field_name,
+                descending=descending,
+                after=form.cleaned_data["after"],
+                before=form.cleaned_data["before"],
+                size=settings.DASHBOARD_PAGE_SIZE,
+                unique=field_name == "inventory_id",
+            )
+            count, count_exact = page_count(page, form.countable(qs))
         rows = build_rows(page.rows, products)
-        count, count_exact = page_count(page, form.countable(qs))
     base_query = request.GET.copy()
     for name in ("after", "before"):
         base_query.pop(name, None)
