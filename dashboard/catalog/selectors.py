@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,7 +165,9 @@ class Cell:
 class ItemRow:
     item: CatalogItem
     cells: list[Cell]
+    #: The item's page and the row's refresh action (see `pk_urls`).
     url: str = ""
+    refresh_url: str = ""
 
     @property
     def is_container(self) -> bool:
@@ -224,6 +226,18 @@ def rollups_for(container_ids: list[int], products: list[ProductSetting]) -> dic
     return result
 
 
+#: A primary key no row has, reversed in place of a real one by `pk_urls`.
+_PK_MARK = 918273645546372819
+
+
+def pk_urls(name: str) -> Callable[[int], str]:
+    """The URL of the named pattern for any primary key, reversed once: a catalog page links each of its 50
+    rows to the item's page and its refresh action, and reversing each of those costs more than the row's
+    other work. Only for patterns whose one argument is an `<int:pk>`."""
+    head, tail = reverse(name, args=[_PK_MARK]).split(str(_PK_MARK))
+    return lambda pk: f"{head}{int(pk)}{tail}"
+
+
 def build_rows(items: list[CatalogItem], products: list[ProductSetting]) -> list[ItemRow]:
     """Catalog rows with their badges: one query for the tasks, two more when series or seasons are shown."""
     by_item: dict[tuple[int, str], list[ProductTask]] = defaultdict(list)
@@ -240,14 +254,15 @@ def build_rows(items: list[CatalogItem], products: list[ProductSetting]) -> list
     containers = [i.pk for i in items if i.kind in CONTAINER_KINDS]
     rollups = rollups_for(containers, products)
     rows = []
+    detail_url, refresh_url = pk_urls("catalog:item-detail"), pk_urls("catalog:item-refresh")
     for item in items:
         cells = []
-        url = reverse("catalog:item-detail", args=[item.pk])
+        url = detail_url(item.pk)
         for setting in products:
             chosen = choose_task(by_item.get((item.pk, setting.product), []), setting.default_version)
             rollup = rollups[item.pk][setting.product] if item.pk in rollups else None
             cells.append(Cell(product=setting, task=chosen, rollup=rollup, item_pk=item.pk, item_url=url))
-        rows.append(ItemRow(item=item, cells=cells, url=url))
+        rows.append(ItemRow(item=item, cells=cells, url=url, refresh_url=refresh_url(item.pk)))
     return rows
 
 

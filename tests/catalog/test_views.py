@@ -20,6 +20,7 @@ from dashboard.catalog.models import (
     TaskEvent,
     UpstreamHealth,
 )
+from dashboard.catalog.selectors import pk_urls
 from tests.factories import add_items, add_series
 
 HTMX = {"HX-Request": "true"}
@@ -567,3 +568,9 @@ def test_an_invalid_task_filter_is_explained_not_a_500(viewer_client, products):
     assert "This filter cannot be applied" in html
     assert "priority:" in html
     assert "__all__" not in html
+
+
+@pytest.mark.parametrize("pk", [1, 7, 10, 918273645, 9_007_199_254_740_993])
+def test_row_urls_reversed_once_are_those_django_reverses(pk):
+    for name in ("catalog:item-detail", "catalog:item-refresh", "catalog:item-children"):
+        assert pk_urls(name)(pk) == reverse(name, args=[pk])
