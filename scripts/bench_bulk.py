@@ -51,6 +51,20 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def bench_env(database: str, port: int) -> dict[str, str]:
+    """The environment of the processes a bulk benchmark runs: production settings against the sandbox."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+        "DATABASE_URL": database,
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-only-not-secret",
+        "LOG_LEVEL": "WARNING",
+        "VIONLABS_API_URL": f"http://127.0.0.1:{port}",
+        "VIONLABS_API_KEY": "sandbox-key",
+        "SANDBOX": "true",  # `run_sandbox` is a command of the sandbox app, installed only when asked for
+    }
+
+
 def ensure_database(url: str) -> None:
     import psycopg
 
@@ -242,17 +256,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8180, help="the sandbox's port (127.0.0.1)")
     args = parser.parse_args()
 
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "dashboard.settings",
-        "DATABASE_URL": args.database,
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-only-not-secret",
-        "LOG_LEVEL": "WARNING",
-        "VIONLABS_API_URL": f"http://127.0.0.1:{args.port}",
-        "VIONLABS_API_KEY": "sandbox-key",
-        "SANDBOX": "true",  # `run_sandbox` is a command of the sandbox app, installed only when asked for
-    }
+    env = {**os.environ, **bench_env(args.database, args.port)}
     os.environ.update(env)
     ensure_database(args.database)
     import django

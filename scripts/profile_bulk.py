@@ -184,14 +184,7 @@ def main() -> None:
     import bench_bulk
 
     env = {
-        "DJANGO_SETTINGS_MODULE": "dashboard.settings",
-        "DATABASE_URL": args.database,
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-only-not-secret",
-        "LOG_LEVEL": "WARNING",
-        "VIONLABS_API_URL": f"http://127.0.0.1:{args.port}",
-        "VIONLABS_API_KEY": "sandbox-key",
-        "SANDBOX": "true",
+        **bench_bulk.bench_env(args.database, args.port),
         "BULK_CONCURRENCY": str(args.threads),
         "BULK_FANOUT": "1",
     }

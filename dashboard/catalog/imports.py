@@ -836,15 +836,7 @@ class _FileImporter:
                 for line, child, parent, outcome in chunk:
                     parent_pk = parents.get(parent)
                     if parent_pk is None:
-                        self.report.add_error(
-                            RowError(
-                                line,
-                                f"parent {parent!r} is neither in the file nor in the catalog "
-                                "(the item was imported; its parent was left as it was)",
-                                child,
-                            )
-                        )
-                        self._uncount(outcome)
+                        self._orphan(line, child, parent, outcome)
                     elif current.get(child) != parent_pk:
                         assignments[child] = parent_pk
                         if outcome == _UNCHANGED:
@@ -861,15 +853,19 @@ class _FileImporter:
                     self.report.unchanged -= 1
                     self.report.updated += 1
             for line, child, parent, outcome in orphans:
-                self.report.add_error(
-                    RowError(
-                        line,
-                        f"parent {parent!r} is neither in the file nor in the catalog "
-                        "(the item was imported; its parent was left as it was)",
-                        child,
-                    )
-                )
-                self._uncount(outcome)
+                self._orphan(line, child, parent, outcome)
+
+    def _orphan(self, line: int, child: str, parent: str, outcome: int) -> None:
+        """Report a row whose parent was found nowhere (the row itself was written)."""
+        self.report.add_error(
+            RowError(
+                line,
+                f"parent {parent!r} is neither in the file nor in the catalog "
+                "(the item was imported; its parent was left as it was)",
+                child,
+            )
+        )
+        self._uncount(outcome)
 
     def _uncount(self, outcome: int) -> None:
         # Each row is counted once: a row reported as bad leaves the count it was first given.
