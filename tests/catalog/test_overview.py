@@ -82,8 +82,14 @@ def test_overview_reads_the_count_tables_not_the_tasks(viewer_client, products):
     with CaptureQueriesContext(connection) as queries:
         overview_html(viewer_client)
 
+    # The stuck thresholds count their sample of the 5,000 latest completions (PostgreSQL takes the percentile
+    # there): bounded, not a count of the tasks.
     counting = [
-        q["sql"] for q in queries if "COUNT(" in q["sql"].upper() and "catalog_producttask" in q["sql"]
+        q["sql"]
+        for q in queries
+        if "COUNT(" in q["sql"].upper()
+        and "catalog_producttask" in q["sql"]
+        and "percentile_disc" not in q["sql"]
     ]
     assert counting == []
     assert any("catalog_taskcount" in q["sql"] for q in queries)
