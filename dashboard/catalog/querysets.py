@@ -7,7 +7,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Self
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils.text import smart_split, unescape_string_literal
 
@@ -63,10 +63,15 @@ class CatalogItemQuerySet(models.QuerySet):
         for episodes only stands for its episodes). The one rule bulk operations and admin actions share."""
         applies = list(setting.applies_to)
         expand = list(setting.container_kinds_covered_by_episodes)
-        wanted = Q(pk__in=self.values("pk"))
+        # EXISTS per row, not `IN (subquery)`: OR-ed IN lists of a million ids cannot be hashed in memory, and
+        # PostgreSQL then rescanned the subquery for every row (a preview of all 1 M items ran for over ten
+        # minutes; with EXISTS it counts them in about a second).
+        wanted = Q(Exists(self.filter(pk=OuterRef("pk"))))
         if expand:
-            containers = self.filter(kind__in=expand).values("pk")
-            wanted |= Q(parent__in=containers) | Q(parent__parent__in=containers)
+            containers = self.filter(kind__in=expand)
+            wanted |= Q(Exists(containers.filter(pk=OuterRef("parent_id")))) | Q(
+                Exists(containers.filter(pk=OuterRef("parent__parent_id")))
+            )
         return self.model._default_manager.filter(kind__in=applies).filter(wanted)  # type: ignore[return-value]
 
 
