@@ -326,7 +326,7 @@ def poll_changes(
             grouped[(polled.item_id, polled.product)].append(polled)
         changed: list[tuple[int, ProductTask]] = []
         for (item_pk, _product), tasks in grouped.items():
-            chosen = choose_task(tasks, tasks[0].default_version)  # type: ignore[attr-defined]
+            chosen = choose_task(tasks, tasks[0].default_version)  # type: ignore[attr-defined]  # annotated above
             if chosen is None:
                 continue
             active = active or task_is_active(chosen)
@@ -334,13 +334,9 @@ def poll_changes(
                 changed.append((item_pk, chosen))
         if changed:
             settings_by_product = {s.product: s for s in enabled}
+            detail_url = pk_urls("catalog:item-detail")
             cells = [
-                Cell(
-                    product=settings_by_product[t.product],
-                    task=t,
-                    item_pk=pk,
-                    item_url=reverse("catalog:item-detail", args=[pk]),
-                )
+                Cell(product=settings_by_product[t.product], task=t, item_pk=pk, item_url=detail_url(pk))
                 for pk, t in changed
                 if t.product in settings_by_product  # unless disabled between the two reads
             ]
